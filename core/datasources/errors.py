@@ -1,0 +1,196 @@
+"""Every exception the host and its sources raise, in one place.
+
+All derive from :class:`DataSourcesError`, so ``except DataSourcesError`` catches
+anything this library raises on purpose. Where a builtin exception has the same
+meaning (``KeyError``, ``ValueError``, ``TimeoutError``...) it is a second base, so
+code written against the builtin keeps working.
+
+No message built here ever contains a secret: HTTP errors carry the URL with its
+credentials removed (see :func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "AuthenticationError",
+    "BackendError",
+    "BackendTimeoutError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "DataSourcesError",
+    "ExtensionLoadError",
+    "HTTPError",
+    "HelperNotFoundError",
+    "InterfaceError",
+    "InvalidQueryError",
+    "MalformedResponseError",
+    "NotFoundError",
+    "NotSupportedError",
+    "StoreError",
+    "UnknownDataSourceError",
+    "UnknownEventError",
+    "UnknownNamespaceError",
+    "UnsafePathError",
+    "redact_url",
+]
+
+
+def _known(names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return ", ".join(repr(n) for n in listed) if listed else "none"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without ``user:password@`` and with secret-looking query values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = parts.query
+    if query:
+        masked = []
+        for pair in query.split("&"):
+            key, sep, _value = pair.partition("=")
+            if sep and key.lower() in {"token", "access_token", "password", "apikey", "api_key", "key", "sig", "signature"}:
+                masked.append(f"{key}=***")
+            else:
+                masked.append(pair)
+        query = "&".join(masked)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class DataSourcesError(Exception):
+    """Base of every error raised by ``datasources`` and its extensions."""
+
+
+# -- configuration and plugins ---------------------------------------------------------
+
+
+class ConfigurationError(DataSourcesError, ValueError):
+    """A configuration is malformed, inconsistent or refers to something that does not exist."""
+
+
+class UnknownNamespaceError(ConfigurationError, LookupError):
+    """A ``dataSources`` entry names a namespace no loaded extension provides."""
+
+    def __init__(self, namespace: str, known: Iterable[str]) -> None:
+        self.namespace = namespace
+        self.known = sorted(known)
+        super().__init__(f"unknown data source namespace {namespace!r}; known namespaces: {_known(self.known)}")
+
+
+class ExtensionLoadError(DataSourcesError):
+    """An extension could not be loaded: import failure, hook error, malformed definitions."""
+
+    def __init__(self, extension: str, message: str, *, version: str | None = None) -> None:
+        self.extension = extension
+        self.version = version
+        self.reason = message
+        where = f"{extension} {version}" if version else extension
+        super().__init__(f"extension {where!r}: {message}")
+
+
+class InterfaceError(DataSourcesError, TypeError):
+    """A data-source implementation does not provide the interface (a member missing or not callable)."""
+
+
+# -- routing and lookups ---------------------------------------------------------------
+
+
+class NotFoundError(DataSourcesError, LookupError):
+    """Something asked for does not exist: a study, a series, an instance, a file."""
+
+
+class UnknownDataSourceError(NotFoundError, KeyError):
+    """No data source is configured under that name."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"no data source named {name!r}; configured sources: {_known(self.known)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class HelperNotFoundError(NotFoundError, AttributeError):
+    """A data source has no helper method of that name."""
+
+    def __init__(self, name: str, available: Iterable[str], source: str | None = None) -> None:
+        self.name = name
+        self.available = sorted(available)
+        owner = f" on data source {source!r}" if source else ""
+        super().__init__(f"no helper {name!r}{owner}; available helpers: {_known(self.available)}")
+
+
+class UnknownEventError(DataSourcesError, ValueError):
+    """A subscription names an event the publisher does not send."""
+
+    def __init__(self, event: str, known: Iterable[str]) -> None:
+        self.event = event
+        super().__init__(f"unknown event {event!r}; known events: {_known(known)}")
+
+
+# -- operations ------------------------------------------------------------------------
+
+
+class NotSupportedError(DataSourcesError, NotImplementedError):
+    """The data source cannot perform this operation (its backend has no such capability)."""
+
+    def __init__(self, operation: str, source: str | None = None, reason: str | None = None) -> None:
+        self.operation = operation
+        self.source = source
+        owner = f"data source {source!r}" if source else "this data source"
+        text = f"{operation} is not supported by {owner}"
+        super().__init__(f"{text}: {reason}" if reason else text)
+
+
+class InvalidQueryError(DataSourcesError, ValueError):
+    """A search filter is not a DICOM keyword or tag, or its value is malformed."""
+
+
+class UnsafePathError(DataSourcesError, PermissionError):
+    """A path would read or write outside a source's root folder."""
+
+
+class StoreError(DataSourcesError):
+    """Storing instances failed as a whole (per-instance outcomes are reported, not raised)."""
+
+
+# -- backends --------------------------------------------------------------------------
+
+
+class BackendError(DataSourcesError):
+    """The backend (a server, a file, a database) failed to answer as it should."""
+
+
+class HTTPError(BackendError):
+    """A server answered with an HTTP error status."""
+
+    def __init__(self, status: int, url: str, method: str = "GET", detail: str | None = None) -> None:
+        self.status = status
+        self.url = redact_url(url)
+        self.method = method
+        self.detail = detail
+        text = f"HTTP {status} for {method} {self.url}"
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+
+class AuthenticationError(HTTPError):
+    """The server refused the credentials (HTTP 401 or 403)."""
+
+
+class BackendTimeoutError(BackendError, TimeoutError):
+    """The backend did not answer in time."""
+
+
+class ConnectionFailedError(BackendError, ConnectionError):
+    """The backend could not be reached or dropped the connection."""
+
+
+class MalformedResponseError(BackendError):
+    """The backend answered, but with something that cannot be parsed (bad JSON, broken multipart)."""
