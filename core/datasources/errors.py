@@ -20,6 +20,7 @@ __all__ = [
     "BackendTimeoutError",
     "ConfigurationError",
     "ConnectionFailedError",
+    "DataSourceUnavailableError",
     "DataSourcesError",
     "ExtensionLoadError",
     "HTTPError",
@@ -144,6 +145,7 @@ class NotSupportedError(DataSourcesError, NotImplementedError):
     def __init__(self, operation: str, source: str | None = None, reason: str | None = None) -> None:
         self.operation = operation
         self.source = source
+        self.reason = reason
         owner = f"data source {source!r}" if source else "this data source"
         text = f"{operation} is not supported by {owner}"
         super().__init__(f"{text}: {reason}" if reason else text)
@@ -155,6 +157,10 @@ class InvalidQueryError(DataSourcesError, ValueError):
 
 class UnsafePathError(DataSourcesError, PermissionError):
     """A path would read or write outside a source's root folder."""
+
+
+class DataSourceUnavailableError(DataSourcesError):
+    """A configured data source could not be created (its extension's factory failed)."""
 
 
 class StoreError(DataSourcesError):

@@ -1,0 +1,196 @@
+"""Finding and loading extensions, and keeping a record of those that failed.
+
+Extensions come from installed distributions (entry-point group
+``datasources.extensions``) or are registered in-process. A broken extension never
+takes the host down: an import error, a hook that raises, a malformed return value or
+a duplicate namespace is recorded as a :class:`LoadFailure` with the extension's name
+and version, and everything else keeps working. With ``strict=True`` the first such
+problem raises :class:`~datasources.errors.ExtensionLoadError` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .definitions import DataSourceDefinition, coerce_definition
+from .errors import ExtensionLoadError
+
+if TYPE_CHECKING:
+    from .interface import DataSource
+
+__all__ = ["ExtensionRegistry", "LoadFailure", "RegisteredModule"]
+
+log = logging.getLogger("datasources.extensions")
+
+
+@attrs.frozen
+class LoadFailure:
+    """Why an extension (or one of its definitions) could not be used."""
+
+    extension: str
+    version: str | None
+    stage: str  # "import", "register", "getDataSourcesModule", "definition", "getDataSourceHelpers"
+    error: ExtensionLoadError
+
+    @property
+    def message(self) -> str:
+        return self.error.reason
+
+
+@attrs.frozen
+class RegisteredModule:
+    """A data-source definition as registered under its namespace."""
+
+    namespace: str
+    definition: DataSourceDefinition
+    extension: str
+    version: str | None
+
+
+@attrs.frozen
+class ExtensionInfo:
+    name: str
+    version: str | None
+    source: str  # "entry point" or "in-process"
+    namespaces: tuple[str, ...]
+
+
+class ExtensionRegistry:
+    """The pluggy plugin manager plus the data-source modules the extensions provide."""
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+        self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.plugin_manager.add_hookspecs(hookspecs)
+        self.modules: dict[str, RegisteredModule] = {}
+        self.failures: list[LoadFailure] = []
+        self._extensions: dict[str, ExtensionInfo] = {}
+
+    # -- discovery -------------------------------------------------------------------
+
+    def discover(self) -> None:
+        """Load every extension installed under the entry-point group."""
+        from importlib_metadata import entry_points
+
+        for ep in sorted(entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name):
+            version = _dist_version(ep)
+            if ep.name in self._extensions:
+                self._fail(ep.name, version, "register", "an extension of this name is already registered")
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # an extension's import failure must not take the host down
+                self._fail(ep.name, version, "import", f"cannot import {ep.value}: {type(exc).__name__}: {exc}", exc)
+                continue
+            self.register(obj, name=ep.name, version=version, source="entry point")
+
+    def register(self, obj: Any, *, name: str, version: str | None = None, source: str = "in-process") -> bool:
+        """Register one extension object; return whether it registered cleanly."""
+        if not name or "." in name:
+            raise ExtensionLoadError(str(name), "extension names must be non-empty and contain no dots")
+        if name in self._extensions:
+            return self._fail(name, version, "register", "an extension of this name is already registered")
+        try:
+            self.plugin_manager.register(obj, name=name)
+        except Exception as exc:  # pluggy's validation errors, duplicate objects
+            return self._fail(name, version, "register", f"{type(exc).__name__}: {exc}", exc)
+        namespaces: list[str] = []
+        ok = True
+        for impl in self._impls("getDataSourcesModule", obj):
+            try:
+                returned = impl.function()
+            except Exception as exc:
+                ok = self._fail(name, version, "getDataSourcesModule", f"hook raised {type(exc).__name__}: {exc}", exc)
+                continue
+            if not isinstance(returned, list | tuple):
+                ok = self._fail(
+                    name,
+                    version,
+                    "getDataSourcesModule",
+                    f"hook must return a list of definitions, got {type(returned).__name__}",
+                )
+                continue
+            for item in returned:
+                try:
+                    definition = coerce_definition(item, name, version)
+                except ExtensionLoadError as exc:
+                    ok = self._record(LoadFailure(name, version, "definition", exc))
+                    continue
+                namespace = f"{name}.{hookspecs.MODULE_TYPE}.{definition.name}"
+                if namespace in self.modules:
+                    ok = self._fail(name, version, "definition", f"duplicate namespace {namespace!r}")
+                    continue
+                self.modules[namespace] = RegisteredModule(namespace, definition, name, version)
+                namespaces.append(namespace)
+        self._extensions[name] = ExtensionInfo(name, version, source, tuple(namespaces))
+        return ok
+
+    # -- queries ---------------------------------------------------------------------
+
+    @property
+    def extensions(self) -> list[ExtensionInfo]:
+        return [self._extensions[n] for n in sorted(self._extensions)]
+
+    def failures_for(self, extension: str) -> list[LoadFailure]:
+        return [f for f in self.failures if f.extension == extension]
+
+    def get_module(self, namespace: str) -> RegisteredModule | None:
+        return self.modules.get(namespace)
+
+    def collect_helpers(self, source_name: str, namespace: str, data_source: DataSource) -> None:
+        """Ask every extension for helpers for this source and attach them."""
+        for impl in self._impls("getDataSourceHelpers"):
+            ext = impl.plugin_name
+            version = self._extensions[ext].version if ext in self._extensions else None
+            try:
+                helpers = impl.function(source_name=source_name, namespace=namespace, data_source=data_source)
+                if helpers is None:
+                    continue
+                if not isinstance(helpers, Mapping):
+                    raise TypeError(f"must return a mapping of name to callable, got {type(helpers).__name__}")
+                for helper_name, func in helpers.items():
+                    data_source.add_helper(helper_name, func)
+            except Exception as exc:
+                self._fail(
+                    ext,
+                    version,
+                    "getDataSourceHelpers",
+                    f"helpers for {source_name!r}: {type(exc).__name__}: {exc}",
+                    exc,
+                )
+
+    # -- internals -------------------------------------------------------------------
+
+    def _impls(self, hook_name: str, plugin: Any = None) -> list[pluggy.HookImpl]:
+        caller = getattr(self.plugin_manager.hook, hook_name)
+        impls = caller.get_hookimpls()
+        if plugin is not None:
+            impls = [i for i in impls if i.plugin is plugin]
+        return impls
+
+    def _fail(
+        self, extension: str, version: str | None, stage: str, message: str, cause: BaseException | None = None
+    ) -> bool:
+        error = ExtensionLoadError(extension, message, version=version)
+        if cause is not None:
+            error.__cause__ = cause
+        return self._record(LoadFailure(extension, version, stage, error))
+
+    def _record(self, failure: LoadFailure) -> bool:
+        if self.strict:
+            raise failure.error
+        log.warning("%s", failure.error)
+        self.failures.append(failure)
+        return False
+
+
+def _dist_version(ep: Any) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "version", None) if dist is not None else None
+

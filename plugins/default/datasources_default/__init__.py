@@ -1,0 +1,1 @@
+"""The default extension of ``datasources``: OHIF's default data sources, in Python."""

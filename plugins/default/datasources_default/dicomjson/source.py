@@ -1,0 +1,405 @@
+"""A data source over OHIF's DICOM JSON format.
+
+The file holds ``{"studies": [{StudyInstanceUID, ..., "series": [{..., "instances":
+[{"metadata": {...}, "url": "dicomweb:..."}]}]}]}`` with naturalized attributes. The
+file is read in ``initialize`` (never in the factory); searches apply QIDO's matching
+rules from :mod:`datasources.matching`; ``retrieve.series.metadata`` fills the host's
+metadata store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from datasources.errors import (
+    BackendError,
+    ConfigurationError,
+    MalformedResponseError,
+    NotFoundError,
+    UnsafePathError,
+)
+from datasources.interface import DataSource, IWebApiDataSource, not_supported
+from datasources.matching import filter_records
+from datasources.query import parse_search
+
+from ..imageids import image_ids_for_display_set, study_uids_from_route
+
+KNOWN_KEYS = frozenset({"name", "friendlyName", "url", "path", "bundled", "timeout"})
+
+_STUDY_FIELDS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "AccessionNumber",
+    "StudyDescription",
+    "StudyID",
+    "ReferringPhysicianName",
+    "InstitutionName",
+)
+_SERIES_FIELDS = (
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "Modality",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+    "ProtocolName",
+)
+
+
+def _bundled_path(name: str) -> Path:
+    root = resources.files("datasources_default.dicomjson") / "sample"
+    candidate = root / f"{name}.json"
+    if not candidate.is_file():
+        available = sorted(p.name.removesuffix(".json") for p in root.iterdir() if p.name.endswith(".json"))
+        raise ConfigurationError(f"no bundled DICOM JSON {name!r}; bundled: {', '.join(available)}")
+    return Path(str(candidate))
+
+
+class DicomJsonBackend:
+    """Loads and indexes one DICOM JSON document; thread-safe."""
+
+    def __init__(self, configuration: Mapping[str, Any], host: Any) -> None:
+        unknown = sorted(set(configuration) - KNOWN_KEYS)
+        if unknown:
+            import warnings
+
+            warnings.warn(f"dicomjson: unknown configuration keys {unknown}", stacklevel=4)
+        given = [k for k in ("url", "path", "bundled") if configuration.get(k)]
+        if len(given) > 1:
+            raise ConfigurationError(f"dicomjson: give one of url, path or bundled, not {' and '.join(given)}")
+        for key in given:
+            if not isinstance(configuration[key], str):
+                raise ConfigurationError(f"dicomjson: {key} must be a string")
+        self.config = dict(configuration)
+        self.host = host
+        self._lock = threading.Lock()
+        self._location: str | None = None
+        self._studies: dict[str, dict[str, Any]] = {}
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _configured_location(self) -> str | None:
+        if self.config.get("bundled"):
+            return str(_bundled_path(self.config["bundled"]))
+        return self.config.get("url") or self.config.get("path")
+
+    def initialize(self, params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
+        location = (query or {}).get("url") or self._configured_location()
+        if not location:
+            raise ConfigurationError("dicomjson: no url, path or bundled data set configured, and no ?url= given")
+        self.load(str(location))
+        return list(self._studies)
+
+    def load(self, location: str) -> None:
+        document = _read_document(location, timeout=float(self.config.get("timeout", 30)))
+        studies = _index(document, location)
+        with self._lock:
+            self._location = location
+            self._studies = studies
+
+    def _require(self) -> dict[str, dict[str, Any]]:
+        if self._location is None:
+            raise BackendError("dicomjson: the source is not initialized")
+        return self._studies
+
+    def study(self, uid: str) -> dict[str, Any]:
+        try:
+            return self._require()[uid]
+        except KeyError:
+            raise NotFoundError(f"study {uid!r} is not in {self._location}") from None
+
+    # -- records -----------------------------------------------------------------------
+
+    def study_records(self) -> list[dict[str, Any]]:
+        out = []
+        for study in self._require().values():
+            record = {k: study[k] for k in _STUDY_FIELDS if k in study}
+            modalities = _modalities(study)
+            record["ModalitiesInStudy"] = modalities
+            record["NumberOfStudyRelatedSeries"] = len(study["series"])
+            record["NumberOfStudyRelatedInstances"] = sum(len(s["instances"]) for s in study["series"])
+            out.append(record)
+        return out
+
+    def series_records(self, study_uid: str) -> list[dict[str, Any]]:
+        study = self.study(study_uid)
+        out = []
+        for series in study["series"]:
+            record = {"StudyInstanceUID": study_uid}
+            record.update({k: series[k] for k in _SERIES_FIELDS if k in series})
+            record["NumberOfSeriesRelatedInstances"] = len(series["instances"])
+            out.append(record)
+        return out
+
+    def instance_records(self, study_uid: str, series_uid: str | None) -> list[dict[str, Any]]:
+        study = self.study(study_uid)
+        out = []
+        for series in study["series"]:
+            if series_uid and series["SeriesInstanceUID"] != series_uid:
+                continue
+            for inst in series["instances"]:
+                record = dict(inst.get("metadata", {}))
+                record.setdefault("StudyInstanceUID", study_uid)
+                record.setdefault("SeriesInstanceUID", series["SeriesInstanceUID"])
+                if "url" in inst:
+                    record["url"] = inst["url"]
+                out.append(record)
+        return out
+
+    def full_instances(self, study: Mapping[str, Any], series: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Instances as the store keeps them: metadata + url + imageId + series and study fields."""
+        study_fields = {k: v for k, v in study.items() if k != "series"}
+        series_fields = {k: v for k, v in series.items() if k != "instances"}
+        out = []
+        for inst in series["instances"]:
+            record = dict(inst.get("metadata", {}))
+            record.update(series_fields)
+            record.update(study_fields)
+            url = inst.get("url")
+            if url:
+                record["url"] = url
+                record["imageId"] = url
+            out.append(record)
+        return out
+
+    def resolve(self, uri: str) -> str:
+        """A URI from the document, made absolute against the document's own location."""
+        base = self._location or ""
+        for prefix in ("dicomweb:", "wadouri:"):
+            if uri.startswith(prefix):
+                uri = uri[len(prefix) :]
+        if urlsplit(uri).scheme in ("http", "https", "file"):
+            return uri
+        if urlsplit(base).scheme in ("http", "https"):
+            return urljoin(base, uri)
+        root = Path(base).resolve().parent
+        target = (root / uri).resolve()
+        if not target.is_relative_to(root):
+            raise UnsafePathError(f"dicomjson: {uri!r} points outside the folder of the JSON file")
+        return str(target)
+
+
+def _read_document(location: str, timeout: float) -> Any:
+    import orjson
+
+    scheme = urlsplit(location).scheme
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            response = requests.get(location, timeout=timeout)
+        except requests.Timeout as exc:
+            from datasources.errors import BackendTimeoutError
+
+            raise BackendTimeoutError(f"dicomjson: timed out reading {location}") from exc
+        except requests.RequestException as exc:
+            from datasources.errors import ConnectionFailedError
+
+            raise ConnectionFailedError(f"dicomjson: cannot read {location}: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            from datasources.errors import HTTPError
+
+            raise HTTPError(response.status_code, location)
+        body = response.content
+    else:
+        path = Path(location[7:] if scheme == "file" else location)
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"dicomjson: file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise BackendError(f"dicomjson: cannot read {str(path)!r}: {exc.strerror}") from exc
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedResponseError(f"dicomjson: {location} is not valid JSON: {exc}") from None
+
+
+def _index(document: Any, location: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(document, Mapping) or not isinstance(document.get("studies"), list):
+        raise MalformedResponseError(f"dicomjson: {location} has no 'studies' list")
+    studies: dict[str, dict[str, Any]] = {}
+    for i, study in enumerate(document["studies"]):
+        uid = study.get("StudyInstanceUID") if isinstance(study, Mapping) else None
+        if not uid:
+            raise MalformedResponseError(f"dicomjson: {location}: studies[{i}] has no StudyInstanceUID")
+        series_list = study.get("series") or []
+        for j, series in enumerate(series_list):
+            if not isinstance(series, Mapping) or not series.get("SeriesInstanceUID"):
+                raise MalformedResponseError(
+                    f"dicomjson: {location}: studies[{i}].series[{j}] has no SeriesInstanceUID"
+                )
+            if not isinstance(series.get("instances", []), list):
+                raise MalformedResponseError(f"dicomjson: {location}: studies[{i}].series[{j}].instances is not a list")
+            series.setdefault("instances", [])
+        study = dict(study)
+        study["series"] = series_list
+        studies[uid] = study
+    return studies
+
+
+def _modalities(study: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    given = study.get("ModalitiesInStudy") or study.get("Modalities")
+    if isinstance(given, str):
+        given = [m for m in given.replace("/", "\\").split("\\") if m]
+    for m in list(given or []) + [s.get("Modality") for s in study["series"]]:
+        if m and m not in found:
+            found.append(m)
+    return found
+
+
+def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
+    """Factory for ``default.dataSourcesModule.dicomjson``; reads nothing until ``initialize``."""
+    backend = DicomJsonBackend(configuration, host)
+
+    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
+        return backend.initialize(params, query)
+
+    def search_studies(filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        q = parse_search("study", filters, **kwargs)
+        return filter_records(backend.study_records(), q, fuzzy=bool(q.fuzzymatching))
+
+    def search_series(study_instance_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any):
+        q = parse_search("series", filters, **kwargs)
+        return filter_records(backend.series_records(study_instance_uid), q, fuzzy=bool(q.fuzzymatching))
+
+    def search_instances(
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        /,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        q = parse_search("instance", filters, **kwargs)
+        records = backend.instance_records(study_instance_uid, series_instance_uid)
+        return filter_records(records, q, fuzzy=bool(q.fuzzymatching))
+
+    def series_metadata(
+        study_instance_uid: str,
+        *,
+        series_instance_uids: list[str] | None = None,
+        made_in_client: bool = False,
+        return_tasks: bool = False,
+    ) -> dict[str, dict[str, Any]]:
+        if return_tasks:
+            raise ConfigurationError("dicomjson holds every series in memory; return_tasks is for lazy sources")
+        study = backend.study(study_instance_uid)
+        wanted = set(series_instance_uids or ())
+        chosen = [s for s in study["series"] if not wanted or s["SeriesInstanceUID"] in wanted]
+        if wanted and len(chosen) != len(wanted):
+            missing = wanted - {s["SeriesInstanceUID"] for s in chosen}
+            raise NotFoundError(f"series {sorted(missing)} not in study {study_instance_uid!r}")
+        study_fields = {k: v for k, v in study.items() if k != "series"}
+        summaries = []
+        for s in chosen:
+            summary = {k: v for k, v in s.items() if k != "instances"}
+            summary["StudyInstanceUID"] = study_instance_uid
+            for k in ("StudyDescription",):
+                if k in study_fields:
+                    summary.setdefault(k, study_fields[k])
+            summaries.append(summary)
+        # build every instance first: the store is changed only once all of them are valid
+        per_series = [backend.full_instances(study, s) for s in chosen]
+        store = host.metadata_store
+        if store.get_study(study_instance_uid) is None:
+            store.add_study(study_fields)
+        store.add_series_metadata(summaries, made_in_client=made_in_client)
+        for instances in per_series:
+            if instances:
+                store.add_instances(instances, made_in_client=made_in_client)
+        return {s["SeriesInstanceUID"]: s for s in summaries}
+
+    def direct_url(
+        instance: Mapping[str, Any] | None = None,
+        *,
+        url: str | None = None,
+        tag: str = "PixelData",
+        **_: Any,
+    ) -> str:
+        if url:
+            return url
+        if instance is None:
+            raise ConfigurationError("direct_url needs an instance or a url")
+        value = instance.get(tag)
+        if isinstance(value, Mapping) and value.get("BulkDataURI"):
+            return backend.resolve(value["BulkDataURI"])
+        if instance.get("url"):
+            return backend.resolve(instance["url"])
+        raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no URL for {tag}")
+
+    def bulk_data_uri(bulk_data_uri: str, **_: Any) -> bytes:
+        target = backend.resolve(bulk_data_uri)
+        if urlsplit(target).scheme in ("http", "https"):
+            import requests
+
+            response = requests.get(target, timeout=float(backend.config.get("timeout", 30)))
+            if response.status_code >= 400:
+                from datasources.errors import HTTPError
+
+                raise HTTPError(response.status_code, target)
+            return response.content
+        path = Path(target[7:] if target.startswith("file://") else target)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"bulk data {bulk_data_uri!r} not found") from None
+
+    def image_id_for_instance(instance: Mapping[str, Any], frame: int | None = None) -> str:
+        url = instance.get("url") or instance.get("imageId")
+        if not url:
+            raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no url")
+        if frame is None:
+            return str(url)
+        sep = "&" if "?" in url else "?"
+        return f"{url}{sep}frame={int(frame)}"
+
+    def image_ids_for_display_set(display_set: Any) -> list[str]:
+        # DICOM JSON images are addressed like wadouri: frame numbers are 0-based (as OHIF's dicomjson)
+        return image_ids_for_display_set(display_set, image_id_for_instance, first_frame=0)
+
+    def get_config() -> dict[str, Any]:
+        return {"dicomUploadEnabled": False, **backend.config}
+
+    def get_study_instance_uids(
+        params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        asked = study_uids_from_route(params, query)
+        return asked if asked else list(backend._require())
+
+    def delete_study_metadata(study_instance_uid: str) -> None:
+        host.metadata_store.remove_study(study_instance_uid)
+
+    return IWebApiDataSource.create(
+        initialize=initialize,
+        query={
+            "studies": {"search": search_studies},
+            "series": {"search": search_series},
+            "instances": {"search": search_instances},
+        },
+        retrieve={
+            "series": {"metadata": series_metadata},
+            "direct_url": direct_url,
+            "bulk_data_uri": bulk_data_uri,
+        },
+        store={"dicom": not_supported("store.dicom", "a DICOM JSON file is read-only")},
+        reject={"series": not_supported("reject.series", "a DICOM JSON file is read-only")},
+        get_image_ids_for_display_set=image_ids_for_display_set,
+        get_image_ids_for_instance=image_id_for_instance,
+        get_config=get_config,
+        get_study_instance_uids=get_study_instance_uids,
+        delete_study_metadata=delete_study_metadata,
+        helpers={"reload": lambda: backend.initialize()},
+    )
