@@ -170,6 +170,8 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | AppConfig |
         return source
     if isinstance(source, Mapping):
         return AppConfig.from_dict(_substitute(source, "configuration"))
+    if not isinstance(source, str | os.PathLike):
+        raise ConfigurationError(f"a configuration must be a mapping or a file path, got {type(source).__name__}")
     path = Path(source)
     if not path.is_file():
         raise ConfigurationError(f"configuration file {str(path)!r} does not exist")

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Host start with 50 installed dummy extensions, against a bare ``python -c "import pluggy"``.
+
+Each dummy extension is a real distribution (a ``.dist-info`` folder with an
+``entry_points.txt`` in the ``datasources.extensions`` group, and a module) on
+``PYTHONPATH``, so discovery goes through importlib-metadata as for pip-installed ones.
+Measured: a fresh interpreter that imports ``datasources``, builds a ``Host`` with no
+configured sources (which discovers and loads every extension), and lists the
+namespaces. Goal: at most 1.5x the bare pluggy import.
+
+    python bench/bench_host_start.py [--extensions 50] [--runs 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HOST_CODE = (
+    "from datasources import Host; h = Host({'dataSources': []}); "
+    "n = len(h.namespaces); assert n >= {n}, n; assert not h.load_errors, h.load_errors"
+)
+PEER_CODE = "import pluggy"
+
+
+def make_extensions(root: Path, count: int) -> None:
+    for i in range(count):
+        name = f"dummyext{i:03d}"
+        dist = root / f"{name}-1.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (dist / "entry_points.txt").write_text(f"[datasources.extensions]\n{name} = {name}\n")
+        (root / f"{name}.py").write_text(
+            "from datasources import hookimpl\n\n"
+            "@hookimpl\n"
+            "def getDataSourcesModule():\n"
+            f"    return [{{'name': 'src', 'type': 'other', 'createDataSource': '{name}_impl:create'}}]\n"
+        )
+
+
+def time_command(code: str, env: dict[str, str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extensions", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=21)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_extensions(root, args.extensions)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        host_code = HOST_CODE.replace("{n}", str(args.extensions))
+        # warm up both (bytecode caches, page cache)
+        time_command(host_code, env, 2)
+        time_command(PEER_CODE, env, 2)
+        host, peer = [], []
+        for _ in range(args.runs):  # interleave so drift hits both alike
+            host += time_command(host_code, env, 1)
+            peer += time_command(PEER_CODE, env, 1)
+    h, p = statistics.median(host), statistics.median(peer)
+    print(f"host start with {args.extensions} extensions: median {h * 1000:.1f} ms (min {min(host) * 1000:.1f})")
+    print(f"python -c 'import pluggy':           median {p * 1000:.1f} ms (min {min(peer) * 1000:.1f})")
+    print(f"ratio host/pluggy: {h / p:.2f}x (goal <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
