@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from datasources.cli import main
 
 
@@ -19,8 +18,9 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_studies_table_lists_the_bundled_sample(capsys: pytest.CaptureFixture[str],
-                                                sample_document: dict[str, Any]) -> None:
+def test_studies_table_lists_the_bundled_sample(
+    capsys: pytest.CaptureFixture[str], sample_document: dict[str, Any]
+) -> None:
     code, out, err = run(capsys, "studies")
     assert code == 0, err
     assert "Studies in sample (6)" in out
@@ -79,8 +79,9 @@ def test_sources_and_plugins(capsys: pytest.CaptureFixture[str]) -> None:
         (["studies", "--limit", "-3"], "limit", 1),
     ],
 )
-def test_errors_are_one_line_and_non_zero(capsys: pytest.CaptureFixture[str], args: list[str], message: str,
-                                          exit_code: int) -> None:
+def test_errors_are_one_line_and_non_zero(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str, exit_code: int
+) -> None:
     code, out, err = run(capsys, *args)
     assert code == exit_code
     assert message in err.replace("\n", " ")

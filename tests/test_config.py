@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from datasources.config import AppConfig, load_config, normalize_namespace
 from datasources.errors import ConfigurationError
 

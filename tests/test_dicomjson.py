@@ -8,7 +8,7 @@ from typing import Any
 
 import pydicom
 import pytest
-
+from conftest import SAMPLE_JSON
 from datasources import Host
 from datasources.errors import (
     ConfigurationError,
@@ -19,13 +19,18 @@ from datasources.errors import (
     UnsafePathError,
 )
 
-from conftest import SAMPLE_JSON
-
 
 def host_for(path: Path) -> Host:
     return Host.from_config(
-        {"dataSources": [{"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "j",
-                          "configuration": {"path": str(path)}}]}
+        {
+            "dataSources": [
+                {
+                    "namespace": "default.dataSourcesModule.dicomjson",
+                    "sourceName": "j",
+                    "configuration": {"path": str(path)},
+                }
+            ]
+        }
     )
 
 
@@ -155,7 +160,7 @@ def test_image_ids(sample_document: dict[str, Any]) -> None:
 
 def test_read_only_operations_are_not_supported() -> None:
     ds = Host().get_data_source("sample")
-    with pytest.raises(NotSupportedError, match="store.dicom is not supported by data source 'sample'"):
+    with pytest.raises(NotSupportedError, match=r"store\.dicom is not supported by data source 'sample'"):
         ds.store.dicom(b"")
     with pytest.raises(NotSupportedError):
         ds.reject.series("1", "2")
@@ -190,10 +195,28 @@ def test_relative_urls_cannot_escape_the_folder(tmp_path: Path) -> None:
 
 def test_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="one of url, path or bundled"):
-        Host.from_config({"dataSources": [{"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "x",
-                                           "configuration": {"url": "http://a", "path": "/b"}}]})
-    host = Host.from_config({"dataSources": [{"namespace": "default.dataSourcesModule.dicomjson",
-                                              "sourceName": "x", "configuration": {"bundled": "nope"}}]})
+        Host.from_config(
+            {
+                "dataSources": [
+                    {
+                        "namespace": "default.dataSourcesModule.dicomjson",
+                        "sourceName": "x",
+                        "configuration": {"url": "http://a", "path": "/b"},
+                    }
+                ]
+            }
+        )
+    host = Host.from_config(
+        {
+            "dataSources": [
+                {
+                    "namespace": "default.dataSourcesModule.dicomjson",
+                    "sourceName": "x",
+                    "configuration": {"bundled": "nope"},
+                }
+            ]
+        }
+    )
     with pytest.raises(ConfigurationError, match="no bundled DICOM JSON 'nope'; bundled: sample"):
         host.get_data_source("x").query.studies.search()
 
@@ -210,8 +233,17 @@ def test_over_http(tmp_path: Path) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/s.json"
-        host = Host.from_config({"dataSources": [{"namespace": "default.dataSourcesModule.dicomjson",
-                                                  "sourceName": "web", "configuration": {"url": url}}]})
+        host = Host.from_config(
+            {
+                "dataSources": [
+                    {
+                        "namespace": "default.dataSourcesModule.dicomjson",
+                        "sourceName": "web",
+                        "configuration": {"url": url},
+                    }
+                ]
+            }
+        )
         assert len(host.get_data_source("web").query.studies.search()) == 6
     finally:
         server.shutdown()

@@ -33,16 +33,34 @@ def test_plugin_authors_guide_runs_as_written(tmp_path: Path) -> None:
     assert files == 4
     site = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(tmp_path / "datasources-teaching")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(tmp_path / "datasources-teaching"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "datasources", *args], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "datasources", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
 
     plugins = run("plugins", "--json")
     assert plugins.returncode == 0, plugins.stderr
@@ -56,7 +74,8 @@ def test_plugin_authors_guide_runs_as_written(tmp_path: Path) -> None:
 
     python_blocks = [b for lang, b in blocks() if lang == "python" and "teaching.yaml" in b]
     assert len(python_blocks) == 1
-    result = subprocess.run([sys.executable, "-c", python_blocks[0]], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", python_blocks[0]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["['HEAD CODE STROKE']", "2"]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from datasources import Host, hookimpl
 from datasources.errors import ExtensionLoadError
 
@@ -154,7 +153,7 @@ def test_broken_hook_results_are_recorded(hooks: dict[str, Any], stage: str, mes
 
 
 def test_hookimpl_with_wrong_arguments_is_a_registration_failure() -> None:
-    def getDataSourceHelpers(source, nonsense):  # noqa: N802
+    def getDataSourceHelpers(source, nonsense):
         return None
 
     host = Host(NO_SOURCES, extensions={"wrongargs": module_extension("w", getDataSourceHelpers=getDataSourceHelpers)})
@@ -206,7 +205,7 @@ def test_helpers_contributed_by_another_extension() -> None:
 
 
 def test_helper_hook_that_raises_is_recorded_and_source_still_works() -> None:
-    def getDataSourceHelpers(source_name, namespace, data_source):  # noqa: N802
+    def getDataSourceHelpers(source_name, namespace, data_source):
         raise ValueError("helper setup failed")
 
     host = Host(extensions={"badhelpers": module_extension("b", getDataSourceHelpers=getDataSourceHelpers)})

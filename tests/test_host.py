@@ -7,7 +7,6 @@ import types
 from typing import Any
 
 import pytest
-
 from datasources import Host, IWebApiDataSource, hookimpl, not_supported
 from datasources.errors import (
     ConfigurationError,
@@ -121,7 +120,7 @@ def test_update_configuration_recreates_the_source() -> None:
 def test_initialize_runs_once_lazily_and_again_when_asked() -> None:
     host = three_sources()
     ds = host.get_data_source("a")
-    assert ds.helpers.calls() == []  # created, not initialized
+    assert not {i.source_name: i for i in host.data_sources}["a"].initialized  # created, not initialized
     ds.query.studies.search()
     ds.query.studies.search()
     assert ds.helpers.calls() == [("initialize", {})]
@@ -160,10 +159,16 @@ def test_factory_taking_only_the_configuration() -> None:
     def create(configuration: dict[str, Any]) -> Any:
         return IWebApiDataSource.create(
             initialize=lambda params=None, query=None: None,
-            query={"studies": {"search": lambda *a, **k: [dict(configuration)]}, "series": {"search": list},
-                   "instances": {"search": list}},
-            retrieve={"series": {"metadata": dict}, "direct_url": not_supported("x"),
-                      "bulk_data_uri": not_supported("y")},
+            query={
+                "studies": {"search": lambda *a, **k: [dict(configuration)]},
+                "series": {"search": list},
+                "instances": {"search": list},
+            },
+            retrieve={
+                "series": {"metadata": dict},
+                "direct_url": not_supported("x"),
+                "bulk_data_uri": not_supported("y"),
+            },
             store={"dicom": not_supported("store.dicom")},
             reject={"series": not_supported("reject.series")},
             get_image_ids_for_display_set=list,
@@ -175,8 +180,10 @@ def test_factory_taking_only_the_configuration() -> None:
 
     ext = types.ModuleType("one")
     ext.getDataSourcesModule = hookimpl(lambda: [{"name": "one", "type": "other", "createDataSource": create}])
-    host = Host({"dataSources": [{"namespace": "one.dataSourcesModule.one", "sourceName": "o",
-                                  "configuration": {"k": 1}}]}, extensions={"one": ext})
+    host = Host(
+        {"dataSources": [{"namespace": "one.dataSourcesModule.one", "sourceName": "o", "configuration": {"k": 1}}]},
+        extensions={"one": ext},
+    )
     assert host.get_data_source("o").query.studies.search() == [{"k": 1}]
 
 
@@ -201,9 +208,10 @@ def test_factory_returning_the_wrong_type() -> None:
     ext.getDataSourcesModule = hookimpl(
         lambda: [{"name": "w", "type": "other", "createDataSource": lambda c, h: {"query": {}}}]
     )
-    host = Host({"dataSources": [{"namespace": "wrong.dataSourcesModule.w", "sourceName": "w"}]},
-                extensions={"wrong": ext})
-    with pytest.raises(DataSourceUnavailableError, match="IWebApiDataSource.create"):
+    host = Host(
+        {"dataSources": [{"namespace": "wrong.dataSourcesModule.w", "sourceName": "w"}]}, extensions={"wrong": ext}
+    )
+    with pytest.raises(DataSourceUnavailableError, match=r"IWebApiDataSource\.create"):
         host.get_data_source("w")
 
 

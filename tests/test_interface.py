@@ -6,7 +6,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from datasources.errors import HelperNotFoundError, InterfaceError, NotSupportedError
 from datasources.interface import MEMBERS, IWebApiDataSource, not_supported
 
@@ -138,7 +137,7 @@ def test_guard_runs_before_members_except_initialize_and_get_config() -> None:
 
 def test_namespace_is_read_only_and_lists_members() -> None:
     ds = IWebApiDataSource.create(**members())
-    with pytest.raises(AttributeError, match="studies, series, instances|instances, series, studies"):
+    with pytest.raises(AttributeError, match=r"studies, series, instances|instances, series, studies"):
         ds.query.patients  # noqa: B018
     with pytest.raises(AttributeError):
         ds.query.studies = None  # type: ignore[misc]

@@ -90,10 +90,16 @@ def _text(value: Any) -> str:
 def _table(title: str, rows: Sequence[Mapping[str, Any]], columns: Iterable[tuple[str, str]]) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     cols = list(columns)
-    for _, header in cols:
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(_escape(_text(row.get(key))) for key, _ in cols))
+    cells = [[_escape(_text(row.get(key))) for key, _ in cols] for row in rows]
+    for i, (key, header) in enumerate(cols):
+        if key.endswith("UID"):
+            # a UID is copied and pasted: never fold or cut it, whatever the terminal width
+            width = max([len(header)] + [len(r[i]) for r in cells])
+            table.add_column(header, no_wrap=True, min_width=width)
+        else:
+            table.add_column(header, overflow="fold")
+    for row_cells in cells:
+        table.add_row(*row_cells)
     return table
 
 
@@ -126,9 +132,7 @@ def plugins(json_output: JsonOpt = False, strict: StrictOpt = False) -> None:
                         "name": e.name,
                         "version": e.version,
                         "source": e.source,
-                        "dataSources": [
-                            {"namespace": ns, "type": modules[ns].definition.type} for ns in e.namespaces
-                        ],
+                        "dataSources": [{"namespace": ns, "type": modules[ns].definition.type} for ns in e.namespaces],
                     }
                     for e in host.registry.extensions
                 ],
@@ -301,13 +305,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``datasources`` script; returns the exit code."""
     _register_optional_commands()
     try:
-        app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        # with standalone_mode=False, click returns the code of a typer.Exit instead of raising it
+        result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool):
+            return result
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         err.print("aborted")
         return 1
-    except (typer.BadParameter, typer.Exit) as exc:  # pragma: no cover
+    except typer.BadParameter as exc:  # pragma: no cover
         err.print(str(exc))
         return 2
     except Exception as exc:
@@ -323,10 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+_optional_registered = False
+
+
 def _register_optional_commands() -> None:
     """Commands whose modules are optional pieces (store, index, serve) join when present."""
     from importlib import import_module
 
+    global _optional_registered
+    if _optional_registered:
+        return
+    _optional_registered = True
     for name in ("cli_store", "cli_index", "cli_serve"):
         try:
             module = import_module(f".{name}", __package__)

@@ -45,9 +45,7 @@ def split_namespace(namespace: str) -> tuple[str, str]:
     """``"default.dataSourcesModule.dicomweb"`` -> ``("default", "dicomweb")``."""
     extension, sep, name = namespace.rpartition(f".{MODULE_TYPE}.")
     if not sep or not extension or not name:
-        raise ConfigurationError(
-            f"namespace {namespace!r} is not of the form '<extension>.{MODULE_TYPE}.<name>'"
-        )
+        raise ConfigurationError(f"namespace {namespace!r} is not of the form '<extension>.{MODULE_TYPE}.<name>'")
     return extension, name
 
 

@@ -52,7 +52,7 @@ class DataSourceDefinition:
 
     name: str = attrs.field(validator=_check_name)
     type: str = attrs.field(validator=_check_type)
-    createDataSource: Factory | str = attrs.field(validator=_check_factory)  # noqa: N815 (OHIF's name)
+    createDataSource: Factory | str = attrs.field(validator=_check_factory)
     _resolved: list[Factory] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def factory(self) -> Factory:

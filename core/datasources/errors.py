@@ -22,6 +22,7 @@ __all__ = [
     "ConnectionFailedError",
     "DataSourceUnavailableError",
     "DataSourcesError",
+    "DatasetError",
     "ExtensionLoadError",
     "HTTPError",
     "HelperNotFoundError",
@@ -56,7 +57,16 @@ def redact_url(url: str) -> str:
         masked = []
         for pair in query.split("&"):
             key, sep, _value = pair.partition("=")
-            if sep and key.lower() in {"token", "access_token", "password", "apikey", "api_key", "key", "sig", "signature"}:
+            if sep and key.lower() in {
+                "token",
+                "access_token",
+                "password",
+                "apikey",
+                "api_key",
+                "key",
+                "sig",
+                "signature",
+            }:
                 masked.append(f"{key}=***")
             else:
                 masked.append(pair)
@@ -153,6 +163,10 @@ class NotSupportedError(DataSourcesError, NotImplementedError):
 
 class InvalidQueryError(DataSourcesError, ValueError):
     """A search filter is not a DICOM keyword or tag, or its value is malformed."""
+
+
+class DatasetError(DataSourcesError, ValueError):
+    """A dataset cannot be converted: an unknown keyword, a value of the wrong shape."""
 
 
 class UnsafePathError(DataSourcesError, PermissionError):

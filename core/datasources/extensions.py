@@ -193,4 +193,3 @@ class ExtensionRegistry:
 def _dist_version(ep: Any) -> str | None:
     dist = getattr(ep, "dist", None)
     return getattr(dist, "version", None) if dist is not None else None
-

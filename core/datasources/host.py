@@ -200,9 +200,7 @@ class Host(PubSub):
             if self._active is None:
                 self._active = parsed.source_name
         if slot.data_source is None:
-            raise DataSourceUnavailableError(
-                f"data source {parsed.source_name!r} could not be created: {slot.error}"
-            )
+            raise DataSourceUnavailableError(f"data source {parsed.source_name!r} could not be created: {slot.error}")
         if activate:
             self.set_active_data_source(parsed.source_name)
         return slot.data_source

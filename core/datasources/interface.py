@@ -234,10 +234,7 @@ def _get(obj: Any, key: str) -> Any:
 
 def _as_tree(obj: Any, path: str) -> dict[str, Any]:
     """Turn a nested dict or an object with attributes into a nested dict, OHIF aliases applied."""
-    if isinstance(obj, Mapping):
-        items = dict(obj)
-    else:
-        items = {k: getattr(obj, k) for k in dir(obj) if not k.startswith("_")}
+    items = dict(obj) if isinstance(obj, Mapping) else {k: getattr(obj, k) for k in dir(obj) if not k.startswith("_")}
     tree: dict[str, Any] = {}
     for key, value in items.items():
         key = OHIF_ALIASES.get(key, key)

@@ -27,7 +27,7 @@ from datasources.interface import DataSource, IWebApiDataSource, not_supported
 from datasources.matching import filter_records
 from datasources.query import parse_search
 
-from ..imageids import image_ids_for_display_set, study_uids_from_route
+from .. import imageids
 
 KNOWN_KEYS = frozenset({"name", "friendlyName", "url", "path", "bundled", "timeout"})
 
@@ -261,6 +261,20 @@ def _modalities(study: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def _value_of(data: bytes, tag: str, uri: str) -> bytes:
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return data  # raw bulk data
+    from io import BytesIO
+
+    import pydicom
+
+    ds = pydicom.dcmread(BytesIO(data))
+    if tag not in ds:
+        raise NotFoundError(f"{uri!r} is a DICOM file without {tag}")
+    value = ds[tag].value
+    return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode()
+
+
 def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.dicomjson``; reads nothing until ``initialize``."""
     backend = DicomJsonBackend(configuration, host)
@@ -340,7 +354,11 @@ def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> 
             return backend.resolve(instance["url"])
         raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no URL for {tag}")
 
-    def bulk_data_uri(bulk_data_uri: str, **_: Any) -> bytes:
+    def bulk_data_uri(bulk_data_uri: str, *, tag: str = "PixelData", **_: Any) -> bytes:
+        """The bytes behind a BulkDataURI; a Part-10 file gives the value of ``tag`` in it."""
+        return _value_of(_read_bulk(bulk_data_uri), tag, bulk_data_uri)
+
+    def _read_bulk(bulk_data_uri: str) -> bytes:
         target = backend.resolve(bulk_data_uri)
         if urlsplit(target).scheme in ("http", "https"):
             import requests
@@ -368,7 +386,7 @@ def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> 
 
     def image_ids_for_display_set(display_set: Any) -> list[str]:
         # DICOM JSON images are addressed like wadouri: frame numbers are 0-based (as OHIF's dicomjson)
-        return image_ids_for_display_set(display_set, image_id_for_instance, first_frame=0)
+        return imageids.image_ids_for_display_set(display_set, image_id_for_instance, first_frame=0)
 
     def get_config() -> dict[str, Any]:
         return {"dicomUploadEnabled": False, **backend.config}
@@ -376,7 +394,7 @@ def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> 
     def get_study_instance_uids(
         params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
     ) -> list[str]:
-        asked = study_uids_from_route(params, query)
+        asked = imageids.study_uids_from_route(params, query)
         return asked if asked else list(backend._require())
 
     def delete_study_metadata(study_instance_uid: str) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import datasources_testext
 from datasources.interface import IWebApiDataSource, not_supported
 from datasources.matching import filter_records
 from datasources.query import parse_search
 from datasources.results import InstanceOutcome, StoreResult
+
+import datasources_testext
 
 datasources_testext.SOURCE_IMPORTED = True
 

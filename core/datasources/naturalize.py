@@ -1,0 +1,306 @@
+"""DICOM JSON <-> naturalized datasets (keyword-keyed dicts), as OHIF/dcmjs naturalize them.
+
+This is the hot path of every metadata retrieve, so the tag tables are built once from
+pydicom's data dictionary and the per-element work is a dict look-up and an assignment: no
+pydicom objects, no per-element allocation beyond the output value.
+
+Rules: keywords for known tags; private and unknown tags keep their 8-hex tag; a one-item
+``Value`` is unwrapped, several stay a list, none gives ``None``; PN stays ``{"Alphabetic": ...}``;
+sequences are always lists of naturalized datasets; ``BulkDataURI``/``InlineBinary`` stay as
+references; the VR of any element whose VR is not the dictionary's single VR is kept in
+``_vrMap`` so that :func:`denaturalize` gives back exactly what came in.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .errors import DatasetError, MalformedResponseError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+    from pydicom.dataelem import DataElement
+
+__all__ = [
+    "VR_MAP_KEY",
+    "denaturalize",
+    "from_pydicom",
+    "is_tag",
+    "keyword_for_tag",
+    "naturalize",
+    "naturalize_many",
+    "paused_gc",
+    "tag_for_keyword",
+    "to_pydicom",
+    "vr_for_keyword",
+    "vr_for_tag",
+]
+
+VR_MAP_KEY = "_vrMap"
+
+# "00100010" -> ("PatientName", "PN"); unknown tags map to (tag, None) once seen
+_BY_TAG: dict[str, tuple[str, str | None]] = {}
+# "PatientName" -> ("00100010", "PN")
+_BY_KEYWORD: dict[str, tuple[str, str]] = {}
+_tables_lock = threading.Lock()
+_HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+def _build_tables() -> None:
+    with _tables_lock:
+        if _BY_KEYWORD:
+            return
+        from pydicom.datadict import DicomDictionary
+
+        by_tag: dict[str, tuple[str, str | None]] = {}
+        by_keyword: dict[str, tuple[str, str]] = {}
+        for tag, entry in DicomDictionary.items():
+            vr, keyword = entry[0], entry[4]
+            if not keyword:
+                continue
+            hex_tag = f"{tag:08X}"
+            by_tag[hex_tag] = (keyword, vr)
+            by_keyword[keyword] = (hex_tag, vr)
+        _BY_TAG.update(by_tag)
+        _BY_KEYWORD.update(by_keyword)
+
+
+def _tag_table() -> dict[str, tuple[str, str | None]]:
+    if not _BY_KEYWORD:
+        _build_tables()
+    return _BY_TAG
+
+
+def _keyword_table() -> dict[str, tuple[str, str]]:
+    if not _BY_KEYWORD:
+        _build_tables()
+    return _BY_KEYWORD
+
+
+def _normalize_tag(tag: str | int) -> str | None:
+    if isinstance(tag, int):
+        return f"{tag:08X}" if 0 <= tag <= 0xFFFFFFFF else None
+    text = tag.strip().strip("()").replace(",", "").replace(" ", "")
+    if text.lower().startswith("0x"):
+        text = text[2:]
+    return text.upper() if _HEX_TAG.match(text) else None
+
+
+def is_tag(text: str) -> bool:
+    """True for an 8-hex tag such as ``"00100010"``."""
+    return bool(_HEX_TAG.match(text))
+
+
+def keyword_for_tag(tag: str | int) -> str | None:
+    """``"00100010"``, ``"(0010,0010)"`` or ``0x00100010`` -> ``"PatientName"``; None if unknown."""
+    hex_tag = _normalize_tag(tag)
+    if hex_tag is None:
+        return None
+    entry = _tag_table().get(hex_tag)
+    return entry[0] if entry and entry[1] is not None else None
+
+
+def tag_for_keyword(keyword: str) -> str | None:
+    """``"PatientName"`` -> ``"00100010"``; None if the keyword is not in the dictionary."""
+    entry = _keyword_table().get(keyword)
+    return entry[0] if entry else None
+
+
+def vr_for_keyword(keyword: str) -> str | None:
+    """The dictionary VR of a keyword (``"PN"``; ``"US or SS"`` for ambiguous ones)."""
+    entry = _keyword_table().get(keyword)
+    return entry[1] if entry else None
+
+
+def vr_for_tag(tag: str | int) -> str | None:
+    hex_tag = _normalize_tag(tag)
+    entry = _tag_table().get(hex_tag) if hex_tag else None
+    return entry[1] if entry else None
+
+
+# -- DICOM JSON -> naturalized -------------------------------------------------------------
+
+
+def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    vr_map: dict[str, str] | None = None
+    for tag, element in dataset.items():
+        entry = table.get(tag)
+        if entry is None:
+            entry = _miss(tag, table)
+        key, dict_vr = entry
+        vr = element.get("vr")
+        if vr != dict_vr and vr is not None:
+            if vr_map is None:
+                vr_map = {}
+            vr_map[key] = vr
+        value = element.get("Value")
+        if value is None:
+            if "BulkDataURI" in element:
+                out[key] = {"BulkDataURI": element["BulkDataURI"]}
+            elif "InlineBinary" in element:
+                out[key] = {"InlineBinary": element["InlineBinary"]}
+            else:
+                out[key] = None
+        elif vr == "SQ":
+            out[key] = [_naturalize(item, table) if item else {} for item in value]
+        elif len(value) == 1:
+            out[key] = value[0]
+        else:
+            out[key] = value
+    if vr_map is not None:
+        out[VR_MAP_KEY] = vr_map
+    return out
+
+
+def _miss(tag: str, table: dict[str, tuple[str, str | None]]) -> tuple[str, str | None]:
+    """A tag not in the table: lower-case hex, a private or unknown tag, or not a tag at all."""
+    if not isinstance(tag, str) or not _HEX_TAG.match(tag):
+        raise MalformedResponseError(f"not a DICOM JSON dataset: key {tag!r} is not an 8-hex tag")
+    upper = tag.upper()
+    entry = table.get(upper)
+    if entry is None:
+        entry = (upper, None)
+        table[upper] = entry  # remembered: private tags recur in every instance
+    return entry
+
+
+def naturalize(dataset: Mapping[str, Any]) -> dict[str, Any]:
+    """One DICOM JSON dataset -> a naturalized dict."""
+    return naturalize_many((dataset,))[0]
+
+
+def naturalize_many(datasets: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Many DICOM JSON datasets (a WADO-RS metadata answer) -> naturalized dicts."""
+    table = _tag_table()
+    try:
+        return [_naturalize(ds, table) for ds in datasets]
+    except (AttributeError, TypeError) as exc:
+        raise MalformedResponseError(f"not a list of DICOM JSON datasets: {exc}") from None
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector around bulk parsing (it dominates big JSON loads)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# -- naturalized -> DICOM JSON ---------------------------------------------------------------
+
+
+def _resolve_vr(key: str, vr_map: Mapping[str, str] | None, dict_vr: str | None, value: Any) -> str:
+    if vr_map and key in vr_map:
+        return vr_map[key]
+    if dict_vr is None:
+        return "UN"
+    if " or " in dict_vr:
+        choices = dict_vr.split(" or ")
+        if "SS" in choices and isinstance(value, int | list) and _has_negative(value):
+            return "SS"
+        return "OW" if "OW" in choices else choices[0]
+    return dict_vr
+
+
+def _has_negative(value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return any(isinstance(v, int) and v < 0 for v in values)
+
+
+def _denaturalize(dataset: Mapping[str, Any], skip_unknown: bool, path: str) -> dict[str, Any]:
+    by_keyword = _keyword_table()
+    by_tag = _tag_table()
+    vr_map = dataset.get(VR_MAP_KEY)
+    out: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in dataset.items():
+        if key == VR_MAP_KEY:
+            continue
+        entry = by_keyword.get(key)
+        if entry is not None:
+            tag, dict_vr = entry
+        elif _HEX_TAG.match(key):
+            tag = key.upper()
+            known = by_tag.get(tag)
+            dict_vr = known[1] if known else None
+        else:
+            if not (key[:1].islower() or key[:1] == "_") and not skip_unknown:
+                unknown.append(key)
+            continue  # application fields such as url, imageId, isLoaded
+        vr = _resolve_vr(key, vr_map, dict_vr, value)
+        element: dict[str, Any] = {"vr": vr}
+        if value is None:
+            pass
+        elif isinstance(value, Mapping) and vr != "PN":
+            if "BulkDataURI" in value:
+                element["BulkDataURI"] = value["BulkDataURI"]
+            elif "InlineBinary" in value:
+                element["InlineBinary"] = value["InlineBinary"]
+            elif vr == "SQ":
+                element["Value"] = [_denaturalize(value, skip_unknown, f"{path}{key}.")]
+            else:
+                raise DatasetError(f"{path}{key}: a {vr} value cannot be a mapping: {value!r}")
+        elif vr == "SQ":
+            items = value if isinstance(value, list | tuple) else [value]
+            element["Value"] = [_denaturalize(item, skip_unknown, f"{path}{key}.") for item in items]
+        elif vr == "PN":
+            items = value if isinstance(value, list | tuple) else [value]
+            element["Value"] = [item if isinstance(item, Mapping) else {"Alphabetic": str(item)} for item in items]
+        elif isinstance(value, list | tuple):
+            element["Value"] = list(value)
+        elif isinstance(value, bytes | bytearray):
+            import base64
+
+            element["InlineBinary"] = base64.b64encode(bytes(value)).decode("ascii")
+        else:
+            element["Value"] = [value]
+        out[tag] = element
+    if unknown:
+        raise DatasetError(
+            f"not DICOM keywords (and not 8-hex tags): {', '.join(f'{path}{k}' for k in sorted(unknown))}"
+        )
+    return dict(sorted(out.items()))
+
+
+def denaturalize(naturalized: Mapping[str, Any], *, skip_unknown: bool = False) -> dict[str, Any]:
+    """A naturalized dict -> DICOM JSON, tags in ascending order.
+
+    Keys starting with a lower-case letter or ``_`` (``url``, ``imageId``, ``_vrMap``) are
+    application fields and are left out. Any other key that is neither a keyword nor a tag is an
+    error (a typo must not vanish silently) unless ``skip_unknown``.
+    """
+    if not isinstance(naturalized, Mapping):
+        raise DatasetError(f"a naturalized dataset is a mapping, not {type(naturalized).__name__}")
+    return _denaturalize(naturalized, skip_unknown, "")
+
+
+# -- pydicom ---------------------------------------------------------------------------------
+
+
+def from_pydicom(
+    ds: Dataset,
+    *,
+    bulk_data_uri: Callable[[DataElement], str] | None = None,
+    bulk_data_threshold: int = 1024,
+) -> dict[str, Any]:
+    """A pydicom Dataset -> naturalized. Binary values over the threshold become
+    ``{"BulkDataURI": bulk_data_uri(element)}`` when a URI maker is given, else InlineBinary."""
+    as_json = ds.to_json_dict(bulk_data_threshold=bulk_data_threshold, bulk_data_element_handler=bulk_data_uri)
+    return naturalize(as_json)
+
+
+def to_pydicom(naturalized: Mapping[str, Any], *, bulk_data_uri_handler: Callable[..., Any] | None = None) -> Dataset:
+    """A naturalized dict -> pydicom Dataset (via DICOM JSON, pydicom's own reader)."""
+    from pydicom import Dataset
+
+    return Dataset.from_json(denaturalize(naturalized), bulk_data_uri_handler=bulk_data_uri_handler)
