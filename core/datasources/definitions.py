@@ -11,9 +11,8 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import attrs
 
 from .errors import ExtensionLoadError
 
@@ -27,7 +26,7 @@ DATA_SOURCE_TYPES = ("webApi", "jsonApi", "localApi", "mergeApi", "other")
 Factory = Callable[..., "DataSource"]
 
 
-def _check_factory(instance: Any, attribute: Any, value: Any) -> None:
+def _check_factory(value: Any) -> None:
     if isinstance(value, str):
         module, sep, attr = value.partition(":")
         if not (module and sep and attr):
@@ -36,24 +35,31 @@ def _check_factory(instance: Any, attribute: Any, value: Any) -> None:
         raise TypeError(f"createDataSource must be callable, got {type(value).__name__}")
 
 
-def _check_type(instance: Any, attribute: Any, value: Any) -> None:
+def _check_type(value: Any) -> None:
     if value not in DATA_SOURCE_TYPES:
         raise ValueError(f"type {value!r} is not one of {', '.join(DATA_SOURCE_TYPES)}")
 
 
-def _check_name(instance: Any, attribute: Any, value: Any) -> None:
+def _check_name(value: Any) -> None:
     if not isinstance(value, str) or not value or "." in value:
         raise ValueError(f"name must be a non-empty string without dots, got {value!r}")
 
 
-@attrs.frozen
+# Value classes on the start path are frozen dataclasses, not attrs: importing attrs costs
+# about 8 ms, a quarter of the host's start budget (bench/bench_host_start.py).
+@dataclass(frozen=True)
 class DataSourceDefinition:
     """One kind of data source an extension offers (OHIF's ``DataSourceDefinition``)."""
 
-    name: str = attrs.field(validator=_check_name)
-    type: str = attrs.field(validator=_check_type)
-    createDataSource: Factory | str = attrs.field(validator=_check_factory)
-    _resolved: list[Factory] = attrs.field(factory=list, init=False, eq=False, repr=False)
+    name: str
+    type: str
+    createDataSource: Factory | str
+    _resolved: list[Factory] = field(default_factory=list, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        _check_type(self.type)
+        _check_factory(self.createDataSource)
 
     def factory(self) -> Factory:
         """The factory as a callable, importing it on first use if it was given as a string."""

@@ -8,13 +8,12 @@ once, right before the source's first use (or when asked, with route ``params`` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-
-import attrs
 
 from .config import AppConfig, DataSourceEntry, load_config
 from .errors import (
@@ -39,7 +38,7 @@ log = logging.getLogger("datasources.host")
 ACTIVE_DATA_SOURCE_CHANGED = "event::activedatasourcechanged"
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class DataSourceInfo:
     """One configured data source, as listed by :attr:`Host.data_sources`."""
 
@@ -208,7 +207,7 @@ class Host(PubSub):
     def update_data_source_configuration(self, source_name: str, configuration: Mapping[str, Any]) -> DataSource:
         """Replace a source's configuration and re-create it (not yet initialized)."""
         old = self._slot(source_name)
-        entry = attrs.evolve(old.entry, configuration=dict(configuration))
+        entry = dataclasses.replace(old.entry, configuration=dict(configuration))
         with self._lock:
             del self._slots[source_name]
             try:
@@ -273,7 +272,7 @@ class Host(PubSub):
 
     def _recreate_in_place(self, slot: _Slot, configuration: Mapping[str, Any]) -> _Slot:
         # keep onConfiguration out of the new configuration so it runs once per initialize
-        new_entry = attrs.evolve(slot.entry, configuration=dict(configuration))
+        new_entry = dataclasses.replace(slot.entry, configuration=dict(configuration))
         ds = self._instantiate(new_entry)
         slot.entry = new_entry
         slot.data_source = ds
