@@ -57,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extensions", type=int, default=50)
     parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--record", action="store_true", help="append the result to bench/RESULTS.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -72,9 +73,18 @@ def main() -> None:
             host += time_command(host_code, env, 1)
             peer += time_command(PEER_CODE, env, 1)
     h, p = statistics.median(host), statistics.median(peer)
-    print(f"host start with {args.extensions} extensions: median {h * 1000:.1f} ms (min {min(host) * 1000:.1f})")
-    print(f"python -c 'import pluggy':           median {p * 1000:.1f} ms (min {min(peer) * 1000:.1f})")
-    print(f"ratio host/pluggy: {h / p:.2f}x (goal <= 1.5x)")
+    lines = [
+        f"host start with {args.extensions} extensions: median {h * 1000:.1f} ms (min {min(host) * 1000:.1f})",
+        f"python -c 'import pluggy': median {p * 1000:.1f} ms (min {min(peer) * 1000:.1f})",
+        f"ratio host/pluggy: {h / p:.2f}x (goal <= 1.5x)",
+    ]
+    print("\n".join(lines))
+    if args.record:
+        import datetime
+
+        with Path(__file__).with_name("RESULTS.md").open("a", encoding="utf-8") as out:
+            out.write(f"\n## Host start, {datetime.date.today().isoformat()}\n\n")
+            out.write("`python bench/bench_host_start.py --record`\n\n" + "".join(f"- {line}\n" for line in lines))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ _CASE_INSENSITIVE = frozenset({"PN", "LO", "SH", "CS", "LT", "ST", "UT", "UC", "
 _NUMERIC = frozenset({"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"})
 _RANGE = frozenset({"DA", "TM", "DT"})
 _COMMA_LISTS = frozenset({"UI", "CS"})
-_MISSING = object()
 
 
 def _split_query(value: str | list[str], vr: str | None) -> list[str]:
@@ -58,40 +57,64 @@ def _split_query(value: str | list[str], vr: str | None) -> list[str]:
     return out
 
 
-def _wildcard_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
     body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(body, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
+    return re.compile(body, re.DOTALL)
 
 
-# -- value testers: list of record values (strings or numbers) -> bool ----------------------
+# -- value testers: one record value (a string or a number) -> bool --------------------------
+#
+# Built once per query. Case-insensitive matching casefolds the query here and each value
+# once; the common wildcard shapes (``x*``, ``*x*``, ``*x``) become str methods, not regexes.
+
+ValueTest = Callable[[Any], bool]
 
 
-def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> Callable[[list[Any]], bool]:
-    ignore_case = vr in _CASE_INSENSITIVE or vr is None
+def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> ValueTest:
     if vr == "PN" and fuzzy:
         return _fuzzy_name_tester(parts)
+    fold = vr in _CASE_INSENSITIVE or vr is None
     exact: set[str] = set()
+    prefixes: list[str] = []
+    contains: list[str] = []
+    suffixes: list[str] = []
     patterns: list[re.Pattern[str]] = []
     for part in parts:
-        if "*" in part or "?" in part:
-            patterns.append(_wildcard_regex(part, ignore_case))
+        part = part.casefold() if fold else part
+        inner = part.strip("*")
+        if "*" not in part and "?" not in part:
+            exact.add(part)
+        elif "?" in part or "*" in inner:
+            patterns.append(_wildcard_regex(part))
+        elif part.startswith("*") and part.endswith("*"):
+            contains.append(inner)
+        elif part.endswith("*"):
+            prefixes.append(inner)
         else:
-            exact.add(part.casefold() if ignore_case else part)
-    strip = vr not in ("UI",)
+            suffixes.append(inner)
+    prefix_tuple, suffix_tuple = tuple(prefixes), tuple(suffixes)
+    strip = vr != "UI"
 
-    def test(values: list[Any]) -> bool:
-        for value in values:
-            text = str(value)
-            if strip:
-                text = text.strip()
-            if not text:
-                continue
-            key = text.casefold() if ignore_case else text
-            if key in exact:
+    def test(value: Any) -> bool:
+        text = value if value.__class__ is str else str(value)
+        if strip:
+            text = text.strip()
+        if not text:
+            return False
+        if fold:
+            text = text.casefold()
+        if text in exact:
+            return True
+        if prefix_tuple and text.startswith(prefix_tuple):
+            return True
+        if suffix_tuple and text.endswith(suffix_tuple):
+            return True
+        for needle in contains:
+            if needle in text:
                 return True
-            for pattern in patterns:
-                if pattern.fullmatch(text):
-                    return True
+        for pattern in patterns:
+            if pattern.fullmatch(text):
+                return True
         return False
 
     return test
@@ -100,42 +123,35 @@ def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> Callable[[lis
 _NAME_SPLIT = re.compile(r"[\s^,=]+")
 
 
-def _fuzzy_name_tester(parts: list[str]) -> Callable[[list[Any]], bool]:
+def _fuzzy_name_tester(parts: list[str]) -> ValueTest:
     queries = []
     for part in parts:
-        tokens = [t for t in _NAME_SPLIT.split(part.replace("*", " ")) if t]
-        queries.append([_wildcard_regex(t + "*", True) for t in tokens])
+        tokens = [t for t in _NAME_SPLIT.split(part.replace("*", " ").casefold()) if t]
+        queries.append([_wildcard_regex(t + "*") for t in tokens])
 
-    def test(values: list[Any]) -> bool:
-        for value in values:
-            words = [w for w in _NAME_SPLIT.split(str(value)) if w]
-            for tokens in queries:
-                if all(any(t.fullmatch(w) for w in words) for t in tokens):
-                    return True
-        return False
+    def test(value: Any) -> bool:
+        words = [w for w in _NAME_SPLIT.split(str(value).casefold()) if w]
+        return any(all(any(t.fullmatch(w) for w in words) for t in tokens) for tokens in queries)
 
     return test
 
 
-def _numeric_tester(key: str, parts: list[str]) -> Callable[[list[Any]], bool]:
+def _numeric_tester(key: str, parts: list[str]) -> ValueTest:
     try:
         wanted = {float(p) for p in parts}
     except ValueError:
         raise InvalidQueryError(f"{key} is numeric; {parts!r} is not a number") from None
 
-    def test(values: list[Any]) -> bool:
-        for value in values:
-            try:
-                if float(value) in wanted:
-                    return True
-            except (TypeError, ValueError):
-                continue
-        return False
+    def test(value: Any) -> bool:
+        try:
+            return float(value) in wanted
+        except (TypeError, ValueError):
+            return False
 
     return test
 
 
-def _range_tester(key: str, parts: list[str], vr: str) -> Callable[[list[Any]], bool]:
+def _range_tester(key: str, parts: list[str], vr: str) -> ValueTest:
     ranges: list[tuple[str, str]] = []
     exact: set[str] = set()
     for part in parts:
@@ -152,20 +168,19 @@ def _range_tester(key: str, parts: list[str], vr: str) -> Callable[[list[Any]], 
         else:
             exact.add(part)
 
-    def test(values: list[Any]) -> bool:
-        for value in values:
-            text = str(value).strip()
-            if not text:
+    def test(value: Any) -> bool:
+        text = str(value).strip()
+        if not text:
+            return False
+        if text in exact:
+            return True
+        for low, high in ranges:
+            # compare only as many characters as the bound has: 20200101 vs 20200101120000
+            if low and text[: len(low)] < low:
                 continue
-            if text in exact:
-                return True
-            for low, high in ranges:
-                # compare only as many characters as the bound has: 20200101 vs 20200101120000
-                if low and text[: len(low)] < low:
-                    continue
-                if high and text[: len(high)] > high:
-                    continue
-                return True
+            if high and text[: len(high)] > high:
+                continue
+            return True
         return False
 
     return test
@@ -174,67 +189,94 @@ def _range_tester(key: str, parts: list[str], vr: str) -> Callable[[list[Any]], 
 # -- value extraction per record format --------------------------------------------------------
 
 
-def _flatten(raw: Any, vr: str | None, out: list[Any]) -> None:
+def _any_value(raw: Any, test: ValueTest, split: bool) -> bool:
+    """Does any value in ``raw`` (a scalar, list, PN object or DICOM JSON element) pass?"""
     if raw is None:
-        return
-    if isinstance(raw, list | tuple):
+        return False
+    cls = raw.__class__
+    if cls is list or cls is tuple:
         for item in raw:
-            _flatten(item, vr, out)
-    elif isinstance(raw, Mapping):
+            if _any_value(item, test, split):
+                return True
+        return False
+    if cls is dict or isinstance(raw, Mapping):
         if "Alphabetic" in raw:
-            out.append(raw["Alphabetic"])
-        elif "Value" in raw:  # a DICOM JSON element
-            _flatten(raw["Value"], vr, out)
-    elif isinstance(raw, str) and "\\" in raw and vr != "PN":
-        out.extend(raw.split("\\"))
-    else:
-        out.append(raw)
+            return _any_value(raw["Alphabetic"], test, False)
+        if "Value" in raw:
+            return _any_value(raw["Value"], test, split)
+        return False
+    if split and cls is str and "\\" in raw:
+        return any(test(part) for part in raw.split("\\"))
+    return test(raw)
 
 
-def _getter(key: str, record_format: RecordFormat) -> Callable[[Mapping[str, Any]], Any]:
-    """Record -> the raw value of ``key`` (a dotted path walks into every sequence item)."""
+def _check(
+    key: str, record_format: RecordFormat, test: ValueTest, vr: str | None
+) -> Callable[[Mapping[str, Any]], bool]:
+    """Record -> does the attribute ``key`` (a dotted path walks into every sequence item) match?"""
+    split = vr != "PN"
     path = key.split(".")
     if record_format == "dicom_json":
         tags = [tag_for_keyword(p) or p for p in path]
+        if len(tags) == 1:
+            tag = tags[0]
+            lower = tag.lower()
 
-        def get_json(record: Mapping[str, Any]) -> Any:
-            current: list[Any] = [record]
-            for i, tag in enumerate(tags):
-                found: list[Any] = []
-                for item in current:
-                    element = item.get(tag) if isinstance(item, Mapping) else None
+            def check_json(record: Mapping[str, Any]) -> bool:
+                element = record.get(tag)
+                if element is None:
+                    element = record.get(lower)
                     if element is None:
-                        element = item.get(tag.lower()) if isinstance(item, Mapping) else None
-                    if element is None:
+                        return False
+                values = element.get("Value")
+                if not values:
+                    return False
+                for value in values:
+                    if value.__class__ is dict:
+                        value = value.get("Alphabetic")
+                        if value is None:
+                            continue
+                    elif split and value.__class__ is str and "\\" in value:
+                        if any(test(v) for v in value.split("\\")):
+                            return True
                         continue
-                    if i < len(tags) - 1:
-                        found += element.get("Value") or []
-                    else:
-                        found.append(element.get("Value"))
-                current = found
-            return current if current else _MISSING
+                    if test(value):
+                        return True
+                return False
 
-        return get_json
+            return check_json
+
+        def check_json_path(record: Mapping[str, Any]) -> bool:
+            current: list[Any] = [record]
+            for tag in tags[:-1]:
+                current = [
+                    item
+                    for parent in current
+                    for item in ((parent.get(tag) or {}).get("Value") or [] if isinstance(parent, Mapping) else [])
+                ]
+            last = tags[-1]
+            return any(_any_value(parent.get(last), test, split) for parent in current if isinstance(parent, Mapping))
+
+        return check_json_path
 
     if len(path) == 1:
-        return lambda record: record.get(key, _MISSING)
+        return lambda record: _any_value(record.get(key), test, split)
 
-    def get_nested(record: Mapping[str, Any]) -> Any:
+    def check_path(record: Mapping[str, Any]) -> bool:
         current: list[Any] = [record]
-        for i, name in enumerate(path):
+        for name in path[:-1]:
             found: list[Any] = []
-            for item in current:
-                if not isinstance(item, Mapping) or name not in item:
-                    continue
-                value = item[name]
-                if i < len(path) - 1:
-                    found += value if isinstance(value, list) else [value]
-                else:
+            for parent in current:
+                value = parent.get(name) if isinstance(parent, Mapping) else None
+                if isinstance(value, list):
+                    found += value
+                elif value is not None:
                     found.append(value)
             current = found
-        return current if current else _MISSING
+        last = path[-1]
+        return any(_any_value(parent.get(last), test, split) for parent in current if isinstance(parent, Mapping))
 
-    return get_nested
+    return check_path
 
 
 def _vr_of(key: str) -> str | None:
@@ -255,31 +297,31 @@ def compile_matcher(query: SearchQuery, *, fuzzy: bool = False, format: RecordFo
     if format not in ("naturalized", "dicom_json"):
         raise ValueError(f"format must be 'naturalized' or 'dicom_json', not {format!r}")
     fuzzy = fuzzy or query.fuzzymatching
-    checks: list[tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Any]], bool], str | None]] = []
+    checks: list[Callable[[Mapping[str, Any]], bool]] = []
     for key, value in query.filters.items():
         if _is_universal(value):
             continue
         vr = _vr_of(key)
         parts = _split_query(value, vr)
         if vr in _RANGE:
-            tester = _range_tester(key, parts, vr)
+            test = _range_tester(key, parts, vr)
         elif vr in _NUMERIC:
-            tester = _numeric_tester(key, parts)
+            test = _numeric_tester(key, parts)
         else:
-            tester = _text_tester(parts, vr, fuzzy)
-        checks.append((_getter(key, format), tester, vr))
+            test = _text_tester(parts, vr, fuzzy)
+        checks.append(_check(key, format, test, vr))
 
     if not checks:
         return lambda record: True
+    if len(checks) == 1:
+        return checks[0]
+    first, *rest = checks
 
     def predicate(record: Mapping[str, Any]) -> bool:
-        for get, test, vr in checks:
-            raw = get(record)
-            if raw is _MISSING:
-                return False
-            values: list[Any] = []
-            _flatten(raw, vr, values)
-            if not test(values):
+        if not first(record):
+            return False
+        for check in rest:
+            if not check(record):
                 return False
         return True
 
@@ -287,11 +329,7 @@ def compile_matcher(query: SearchQuery, *, fuzzy: bool = False, format: RecordFo
 
 
 def matches(
-    record: Mapping[str, Any],
-    query: SearchQuery,
-    *,
-    fuzzy: bool = False,
-    format: RecordFormat = "naturalized",
+    record: Mapping[str, Any], query: SearchQuery, *, fuzzy: bool = False, format: RecordFormat = "naturalized"
 ) -> bool:
     """Does one record match? (For many records, :func:`filter_records` compiles once.)"""
     return compile_matcher(query, fuzzy=fuzzy, format=format)(record)
@@ -302,5 +340,14 @@ def filter_records(
 ) -> list[Any]:
     """The records that match, then ``offset`` and ``limit`` applied (QIDO pages after filtering)."""
     predicate = compile_matcher(query, fuzzy=fuzzy, format=format)
-    matched = [r for r in records if predicate(r)]
-    return query.page(matched)
+    if query.limit is None:
+        matched = [r for r in records if predicate(r)]
+        return matched[query.offset :] if query.offset else matched
+    wanted = query.offset + query.limit
+    matched = []
+    for record in records:
+        if predicate(record):
+            matched.append(record)
+            if len(matched) >= wanted:
+                break  # enough for the page: the rest need not be looked at
+    return matched[query.offset :]
