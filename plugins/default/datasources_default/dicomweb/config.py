@@ -1,0 +1,328 @@
+"""The dicomweb source's configuration: OHIF's keys, checked, with Python's ``requestOptions``.
+
+An OHIF ``dataSources`` entry works as it is. A wrong type is a :class:`ConfigurationError`
+naming the key; an unknown key is a warning naming it (OHIF configs carry UI-only keys). The
+secret in ``requestOptions.auth`` lives in :class:`Auth`, whose ``repr`` never shows it, and
+:meth:`DicomWebConfig.public` masks it for ``get_config()``.
+"""
+
+from __future__ import annotations
+
+import base64
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from datasources.errors import ConfigurationError
+
+__all__ = ["Auth", "BulkDataConfig", "DicomWebConfig", "MASK"]
+
+MASK = "***"
+
+# OHIF keys this source reads, with the type each must have
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "friendlyName": str,
+    "qidoRoot": str,
+    "wadoRoot": str,
+    "wadoUriRoot": str,
+    "stowRoot": str,
+    "wadoUri": str,
+    "imageRendering": str,
+    "thumbnailRendering": str,
+    "qidoSupportsIncludeField": bool,
+    "supportsFuzzyMatching": bool,
+    "supportsWildcard": bool,
+    "staticWado": bool,
+    "singlepart": (bool, str),
+    "acceptHeader": (list, str),
+    "requestTransferSyntaxUID": str,
+    "omitQuotationForMultipartRequest": bool,
+    "bulkDataURI": Mapping,
+    "enableStudyLazyLoad": bool,
+    "supportsReject": bool,
+    "supportsStow": bool,
+    "dicomUploadEnabled": bool,
+    "requestOptions": Mapping,
+}
+# OHIF keys that are read by OHIF's UI or nobody, accepted without a warning
+_IGNORED = frozenset(
+    {
+        "supportsInstanceMetadata",
+        "supportsNativeDICOMModel",
+        "enableRequestTag",
+        "fixBulkdataMultipart",
+        "configurationAPI",
+        "onConfiguration",
+        "thumbnailRequestStrategy",
+        "loadMultiframeAsPart10",
+        "singlepartRaceTimeMs",
+        "dangerouslyAllowedOriginsForAuthenticatedEnvironments",
+    }
+)
+_REQUEST_OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "headers": Mapping,
+    "auth": (str, Mapping),
+    "timeout": (int, float),
+    "verify": (bool, str),
+    "retries": int,
+    "backoff": (int, float),
+    "maxWorkers": int,
+    "queryEncoding": str,
+    "bulkDataAuth": str,
+}
+_RENDERINGS = ("wadors", "wadouri")
+_ENCODINGS = ("minimal", "percent")
+
+
+class Auth:
+    """How requests are authenticated: static, or asked of a token provider (and asked again after a 401)."""
+
+    __slots__ = ("_provider", "_static", "kind")
+
+    def __init__(self, value: Any) -> None:
+        self._provider: Callable[[], str] | None = None
+        self._static: str | None = None
+        if value is None:
+            self.kind = "none"
+        elif callable(value):
+            self.kind = "token provider"
+            self._provider = value
+        elif isinstance(value, Mapping):
+            if "token" in value:
+                self.kind, self._static = "bearer", f"Bearer {value['token']}"
+            elif "username" in value:
+                pair = f"{value['username']}:{value.get('password', '')}"
+                self.kind, self._static = "basic", "Basic " + base64.b64encode(pair.encode()).decode()
+            else:
+                raise ConfigurationError("requestOptions.auth: a mapping needs 'token' or 'username' and 'password'")
+        elif isinstance(value, str):
+            if value.lower().startswith("bearer "):
+                self.kind, self._static = "bearer", "Bearer " + value[7:].strip()
+            elif ":" in value:
+                self.kind, self._static = "basic", "Basic " + base64.b64encode(value.encode()).decode()
+            else:
+                self.kind, self._static = "bearer", f"Bearer {value}"
+        else:
+            raise ConfigurationError(
+                "requestOptions.auth must be 'user:password', a bearer token, a mapping or a callable"
+            )
+
+    def header(self, refresh: bool = False) -> str | None:
+        """The ``Authorization`` value; ``refresh`` asks the token provider again (after a 401)."""
+        if self._provider is not None:
+            if refresh or self._static is None:
+                token = self._provider()
+                if not isinstance(token, str) or not token:
+                    raise ConfigurationError("the token provider returned no token")
+                self._static = token if token.lower().startswith(("bearer ", "basic ")) else f"Bearer {token}"
+            return self._static
+        return self._static
+
+    @property
+    def refreshable(self) -> bool:
+        return self._provider is not None
+
+    def __repr__(self) -> str:
+        return f"Auth({self.kind})"
+
+
+@dataclass(frozen=True)
+class BulkDataConfig:
+    enabled: bool = True
+    starts_with: str | None = None
+    prefix_with: str = ""
+    relative_resolution: str | None = None
+    transform: Callable[[str], str] | None = None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+
+
+@dataclass(frozen=True)
+class DicomWebConfig:
+    """The validated configuration, roots without trailing slashes."""
+
+    raw: Mapping[str, Any] = field(repr=False)
+    qido_root: str
+    wado_root: str
+    wado_uri_root: str | None
+    stow_root: str
+    image_rendering: str
+    static_wado: bool
+    lazy: bool
+    supports_include_field: bool
+    supports_fuzzy: bool
+    supports_wildcard: bool
+    supports_reject: bool
+    singlepart: frozenset[str]
+    accept_header: tuple[str, ...]
+    transfer_syntax: str
+    omit_quotes: bool
+    bulk: BulkDataConfig
+    headers: Mapping[str, str] = field(repr=False)
+    auth: Auth
+    timeout: float
+    verify: bool | str
+    retries: int
+    backoff: float
+    max_workers: int
+    query_encoding: str
+    bulk_data_auth: str
+
+    @property
+    def trusted_origins(self) -> frozenset[str]:
+        """The origins the auth header may be sent to: those of the configured roots."""
+        roots = [self.qido_root, self.wado_root, self.stow_root, self.wado_uri_root]
+        return frozenset(_origin(r) for r in roots if r)
+
+    def public(self) -> dict[str, Any]:
+        """A copy for ``get_config()``: callables left out, secrets masked."""
+        out: dict[str, Any] = {}
+        for key, value in self.raw.items():
+            if callable(value):
+                continue
+            if key == "requestOptions" and isinstance(value, Mapping):
+                options = {k: v for k, v in value.items() if not callable(v)}
+                if "auth" in value:
+                    options["auth"] = MASK
+                if isinstance(value.get("headers"), Mapping):
+                    options["headers"] = {k: (MASK if _is_secret_header(k) else v) for k, v in value["headers"].items()}
+                out[key] = options
+            elif key == "bulkDataURI" and isinstance(value, Mapping):
+                out[key] = {k: v for k, v in value.items() if not callable(v)}
+            else:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_mapping(cls, configuration: Mapping[str, Any]) -> DicomWebConfig:
+        conf = dict(configuration)
+        for key, value in conf.items():
+            expected = _TYPES.get(key)
+            if expected is None:
+                if key not in _IGNORED:
+                    warnings.warn(f"dicomweb: unknown configuration key {key!r} is ignored", stacklevel=5)
+                continue
+            if value is not None and not isinstance(value, expected):
+                raise ConfigurationError(f"dicomweb: {key} must be {_type_names(expected)}, not {type(value).__name__}")
+        wado_root = _root(conf, "wadoRoot") or _root(conf, "qidoRoot")
+        qido_root = _root(conf, "qidoRoot") or wado_root
+        if not wado_root or not qido_root:
+            raise ConfigurationError("dicomweb: wadoRoot (or qidoRoot) is required")
+        rendering = conf.get("imageRendering") or "wadors"
+        if rendering not in _RENDERINGS:
+            raise ConfigurationError(
+                f"dicomweb: imageRendering must be one of {', '.join(_RENDERINGS)}, not {rendering!r}"
+            )
+        wado_uri_root = _root(conf, "wadoUriRoot")
+        if rendering == "wadouri" and not wado_uri_root:
+            raise ConfigurationError("dicomweb: imageRendering 'wadouri' needs wadoUriRoot")
+
+        options = dict(conf.get("requestOptions") or {})
+        for key, value in options.items():
+            expected = _REQUEST_OPTIONS.get(key)
+            if expected is None:
+                warnings.warn(f"dicomweb: unknown requestOptions key {key!r} is ignored", stacklevel=5)
+            elif key == "auth" and callable(value):
+                continue
+            elif value is not None and (
+                not isinstance(value, expected) or (isinstance(value, bool) and expected in (int, (int, float)))
+            ):
+                raise ConfigurationError(
+                    f"dicomweb: requestOptions.{key} must be {_type_names(expected)}, not {type(value).__name__}"
+                )
+        headers = dict(options.get("headers") or {})
+        for name, value in headers.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ConfigurationError("dicomweb: requestOptions.headers must map strings to strings")
+        encoding = options.get("queryEncoding", "minimal")
+        if encoding not in _ENCODINGS:
+            raise ConfigurationError(f"dicomweb: requestOptions.queryEncoding must be one of {', '.join(_ENCODINGS)}")
+        bulk_data_auth = options.get("bulkDataAuth", "trusted-origins")
+        if bulk_data_auth not in ("trusted-origins", "refuse-others"):
+            raise ConfigurationError(
+                "dicomweb: requestOptions.bulkDataAuth must be 'trusted-origins' or 'refuse-others'"
+            )
+        for key in ("timeout", "retries", "maxWorkers"):
+            if key in options and options[key] is not None and options[key] < (1 if key == "maxWorkers" else 0):
+                raise ConfigurationError(f"dicomweb: requestOptions.{key} must not be {options[key]!r}")
+
+        bulk_raw = dict(conf.get("bulkDataURI") or {"enabled": True})
+        resolution = bulk_raw.get("relativeResolution")
+        if resolution not in (None, "studies", "series"):
+            raise ConfigurationError("dicomweb: bulkDataURI.relativeResolution must be 'studies' or 'series'")
+        transform = bulk_raw.get("transform")
+        if transform is not None and not callable(transform):
+            raise ConfigurationError("dicomweb: bulkDataURI.transform must be callable")
+        bulk = BulkDataConfig(
+            enabled=bool(bulk_raw.get("enabled", True)),
+            starts_with=bulk_raw.get("startsWith"),
+            prefix_with=bulk_raw.get("prefixWith") or "",
+            relative_resolution=resolution,
+            transform=transform,
+        )
+        singlepart = conf.get("singlepart")
+        if singlepart is True:
+            parts = frozenset({"bulkdata", "video", "pdf", "image", "thumbnail"})
+        elif isinstance(singlepart, str):
+            parts = frozenset(p.strip() for p in singlepart.split(",") if p.strip())
+        else:
+            parts = frozenset()
+        accept = conf.get("acceptHeader") or ()
+        return cls(
+            raw=conf,
+            qido_root=qido_root,
+            wado_root=wado_root,
+            wado_uri_root=wado_uri_root,
+            stow_root=_root(conf, "stowRoot") or wado_root,
+            image_rendering=rendering,
+            static_wado=bool(conf.get("staticWado")),
+            lazy=bool(conf.get("enableStudyLazyLoad")),
+            supports_include_field=bool(conf.get("qidoSupportsIncludeField", True)),
+            supports_fuzzy=bool(conf.get("supportsFuzzyMatching")),
+            supports_wildcard=bool(conf.get("supportsWildcard", True)),
+            supports_reject=bool(conf.get("supportsReject")),
+            singlepart=parts,
+            accept_header=(accept,) if isinstance(accept, str) else tuple(accept),
+            transfer_syntax=conf.get("requestTransferSyntaxUID") or "*",
+            omit_quotes=bool(conf.get("omitQuotationForMultipartRequest")),
+            bulk=bulk,
+            headers=headers,
+            auth=Auth(options.get("auth")),
+            timeout=float(options.get("timeout") or 30),
+            verify=options.get("verify", True),
+            retries=int(options.get("retries", 3)),
+            backoff=float(options.get("backoff", 0.2)),
+            max_workers=int(options.get("maxWorkers") or 4),
+            query_encoding=encoding,
+            bulk_data_auth=bulk_data_auth,
+        )
+
+
+def _root(conf: Mapping[str, Any], key: str) -> str | None:
+    value = conf.get(key)
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"dicomweb: {key} must be an http(s) URL, not {value!r}")
+    if "@" in parts.netloc:
+        raise ConfigurationError(f"dicomweb: {key} must not carry credentials; use requestOptions.auth")
+    return value.rstrip("/")
+
+
+def _type_names(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    names = {"str": "a string", "bool": "true or false", "int": "a whole number", "float": "a number",
+             "list": "a list", "Mapping": "a mapping"}  # fmt: skip
+    return " or ".join(names.get(t.__name__, t.__name__) for t in types)
+
+
+def _is_secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in ("authorization", "cookie", "proxy-authorization") or "token" in lowered or "key" in lowered

@@ -1,0 +1,192 @@
+"""STOW-RS: pydicom Datasets, bytes or file paths sent in batches, and what the server said of each.
+
+The answer's ``ReferencedSOPSequence`` (stored, possibly with a ``WarningReason``) and
+``FailedSOPSequence`` (refused, with a ``FailureReason``) are matched back to the inputs by
+SOP Instance UID. An input that cannot even be read is reported as failed with its origin;
+it never stops the others.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasources.errors import BackendError, HTTPError
+from datasources.results import InstanceOutcome, StoreResult
+
+from . import multipart
+from .client import DicomWebClient
+
+__all__ = ["store_instances"]
+
+Progress = Callable[[int, int], None]
+
+_WARNING_REASONS = {0xB000: "coercion of data elements", 0xB007: "data set does not match SOP class",
+                    0xB006: "elements discarded"}  # fmt: skip
+_FAILURE_REASONS = {0xA700: "out of resources", 0xA900: "data set does not match SOP class",
+                    0xC000: "cannot understand", 0x0110: "processing failure", 0x0111: "duplicate SOP instance",
+                    0x0122: "SOP class not supported", 0x0124: "not authorized"}  # fmt: skip
+
+
+@dataclass
+class _Item:
+    origin: str
+    data: bytes | None
+    sop_instance_uid: str | None
+    sop_class_uid: str | None
+    error: str | None = None
+
+
+def _uids(data: bytes) -> tuple[str | None, str | None]:
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
+    return getattr(ds, "SOPInstanceUID", None), getattr(ds, "SOPClassUID", None)
+
+
+def _to_bytes(ds: Any) -> bytes:
+    """A pydicom Dataset as Part 10 (preamble, DICM, file meta): what a server stores and serves back."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    ds = ds.copy()
+    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if "ImplementationClassUID" not in meta:
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    ds.preamble = getattr(ds, "preamble", None) or b"\0" * 128
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _prepare(index: int, item: Any) -> _Item:
+    if isinstance(item, str | os.PathLike):
+        origin = str(item)
+        try:
+            data = Path(item).read_bytes()
+        except OSError as exc:
+            return _Item(origin, None, None, None, f"cannot read the file: {exc.strerror or exc}")
+    elif isinstance(item, bytes | bytearray | memoryview):
+        origin, data = f"input {index}", bytes(item)
+    elif hasattr(item, "SOPInstanceUID") and hasattr(item, "save_as"):
+        origin = f"dataset {index}"
+        try:
+            data = _to_bytes(item)
+        except Exception as exc:
+            return _Item(origin, None, getattr(item, "SOPInstanceUID", None), None, f"cannot encode: {exc}")
+    else:
+        return _Item(f"input {index}", None, None, None, f"not a Dataset, bytes or a path: {type(item).__name__}")
+    try:
+        sop, sop_class = _uids(data)
+    except Exception as exc:
+        return _Item(origin, None, None, None, f"not DICOM: {type(exc).__name__}: {exc}")
+    if not sop:
+        return _Item(origin, None, None, sop_class, "no SOPInstanceUID")
+    return _Item(origin, data, sop, sop_class)
+
+
+def _value(element: Mapping[str, Any] | None) -> Any:
+    values = (element or {}).get("Value") or []
+    return values[0] if values else None
+
+
+def _outcomes(batch: list[_Item], answer: Mapping[str, Any]) -> list[InstanceOutcome]:
+    stored: dict[str, tuple[str | None, str | None]] = {}
+    for ref in (answer.get("00081199") or {}).get("Value") or []:
+        sop = _value(ref.get("00081155"))
+        warning = _value(ref.get("00081196"))
+        reason = _WARNING_REASONS.get(warning, f"warning 0x{warning:04X}") if isinstance(warning, int) else None
+        stored[sop] = (reason, _value(ref.get("00081190")))
+    failed: dict[str, str] = {}
+    for ref in (answer.get("00081198") or {}).get("Value") or []:
+        code = _value(ref.get("00081197"))
+        failed[_value(ref.get("00081155"))] = (
+            _FAILURE_REASONS.get(code, f"failure 0x{code:04X}") if isinstance(code, int) else "refused"
+        )
+    out = []
+    for item in batch:
+        sop = item.sop_instance_uid
+        if sop in failed:
+            out.append(InstanceOutcome("failed", sop, item.sop_class_uid, failed[sop], origin=item.origin))
+        elif sop in stored:
+            reason, url = stored[sop]
+            status = "warning" if reason else "stored"
+            out.append(InstanceOutcome(status, sop, item.sop_class_uid, reason, url, item.origin))
+        else:
+            out.append(
+                InstanceOutcome("failed", sop, item.sop_class_uid, "not in the server's answer", origin=item.origin)
+            )
+    return out
+
+
+def store_instances(
+    client: DicomWebClient,
+    items: Iterable[Any],
+    *,
+    study_instance_uid: str | None = None,
+    batch_size: int = 50,
+    progress: Progress | None = None,
+) -> StoreResult:
+    """Send the instances; a refused batch is reported per instance, a transport failure raises."""
+    if isinstance(items, str | os.PathLike | bytes | bytearray) or hasattr(items, "SOPInstanceUID"):
+        items = [items]
+    prepared = [_prepare(i, item) for i, item in enumerate(items)]
+    total = len(prepared)
+    outcomes: list[InstanceOutcome] = [
+        InstanceOutcome("failed", p.sop_instance_uid, p.sop_class_uid, p.error, origin=p.origin)
+        for p in prepared
+        if p.error
+    ]
+    done = len(outcomes)
+    if progress and done:
+        progress(done, total)
+    sendable = [p for p in prepared if not p.error]
+    url = f"{client.config.stow_root}/studies" + (f"/{study_instance_uid}" if study_instance_uid else "")
+    for start in range(0, len(sendable), max(1, batch_size)):
+        batch = sendable[start : start + batch_size]
+        body, content_type = multipart.build((p.data for p in batch if p.data is not None), "application/dicom")
+        try:
+            response = client.request(
+                "POST", url, accept="application/dicom+json", data=body, content_type=content_type,
+                ok=(200, 202, 409, 400),
+            )  # fmt: skip
+        except HTTPError as exc:
+            if exc.status in (401, 403):
+                raise
+            outcomes += [
+                InstanceOutcome("failed", p.sop_instance_uid, p.sop_class_uid, str(exc), origin=p.origin) for p in batch
+            ]
+        else:
+            import orjson
+
+            try:
+                answer = orjson.loads(response.content) if response.content.strip() else {}
+            except orjson.JSONDecodeError:
+                answer = {}
+            if isinstance(answer, list):
+                answer = answer[0] if answer else {}
+            if not isinstance(answer, Mapping):
+                raise BackendError(f"{client.name}: STOW answer is not a DICOM JSON dataset")
+            if response.status_code == 400 and not answer:
+                refused = "the server refused the request (400)"
+                outcomes += [
+                    InstanceOutcome("failed", p.sop_instance_uid, p.sop_class_uid, refused, origin=p.origin)
+                    for p in batch
+                ]
+            else:
+                outcomes += _outcomes(batch, answer)
+        done += len(batch)
+        if progress:
+            progress(done, total)
+    order = {p.origin: i for i, p in enumerate(prepared)}
+    outcomes.sort(key=lambda o: order.get(o.origin or "", 0))
+    return StoreResult(outcomes)
