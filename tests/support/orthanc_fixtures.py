@@ -6,6 +6,7 @@
   :data:`DATASET_SPECS` (patients with ``^`` names, descriptions with spaces, CT and MR, a
   multi-frame instance, a private OB element); returns a :class:`LoadedData` with the pydicom
   datasets for comparison.
+- ``orthanc_empty`` (module): a server of the test module's own, empty, for tests that store.
 - ``orthanc_basic_auth`` (session): another server with HTTP basic auth (``.user``, ``.password``).
 - ``fault_server`` (function): a :class:`~support.faultserver.FaultServer` on loopback.
 
@@ -28,7 +29,7 @@ from .dicomgen import StudySpec, dataset_to_bytes, make_study
 from .faultserver import FaultServer
 from .orthanc import OrthancServer, ensure_installed
 
-ORTHANC_FIXTURES = {"orthanc", "orthanc_dataset", "orthanc_basic_auth"}
+ORTHANC_FIXTURES = {"orthanc", "orthanc_dataset", "orthanc_basic_auth", "orthanc_empty"}
 
 DATASET_SPECS = [
     StudySpec("lee-ct", patient_name="LEE^ANNA^K", patient_id="PAT0001", modality="CT", study_date="20190412",
@@ -92,6 +93,13 @@ def orthanc_dataset(orthanc: OrthancServer) -> LoadedData:
     datasets = [ds for spec in DATASET_SPECS for ds in make_study(spec)]
     orthanc.upload(dataset_to_bytes(ds) for ds in datasets)
     return LoadedData(orthanc, datasets, DATASET_SPECS)
+
+
+@pytest.fixture(scope="module")
+def orthanc_empty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    _require_orthanc()
+    with OrthancServer(folder=tmp_path_factory.mktemp("orthanc-empty")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -133,13 +133,17 @@ class DicomWebClient:
             return self.session.request(
                 method, url, headers=dict(headers), data=data, timeout=timeout or self.config.timeout
             )
-        except requests.Timeout as exc:
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            raise MalformedResponseError(f"{self.name}: {redact_url(url)}: the answer was cut short") from _scrubbed(
+                exc
+            )
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            if not _is_timeout(exc):
+                raise ConnectionFailedError(
+                    f"{self.name}: {method} {redact_url(url)} failed: {_reason(exc)}"
+                ) from _scrubbed(exc)
             raise BackendTimeoutError(
                 f"{self.name}: {method} {redact_url(url)} timed out after {timeout or self.config.timeout:g}s"
-            ) from _scrubbed(exc)
-        except requests.ConnectionError as exc:
-            raise ConnectionFailedError(
-                f"{self.name}: {method} {redact_url(url)} failed: {_reason(exc)}"
             ) from _scrubbed(exc)
         except requests.RequestException as exc:
             raise ConnectionFailedError(
@@ -209,6 +213,20 @@ def _detail(response: requests.Response) -> str | None:
             if isinstance(data.get(key), str):
                 return data[key][:200]
     return " ".join(text.split())[:200]
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """requests reports a read timeout that used up the retries as a ConnectionError."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    reason = exc.args[0] if exc.args else None
+    if not isinstance(reason, MaxRetryError):
+        return False
+    # a refused connection is a NewConnectionError, which urllib3 derives from its timeout error
+    return isinstance(reason.reason, Urllib3Timeout) and not isinstance(reason.reason, NewConnectionError)
 
 
 def _reason(exc: BaseException) -> str:
