@@ -11,7 +11,6 @@ returned are the store's own: treat them as read-only and change them through th
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -33,7 +32,15 @@ _STUDY_SHELL_FIELDS = (
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
 )
-_FRAME_SUFFIX = re.compile(r"(/frames/\d+|[?&]frame=\d+)$")
+
+
+def _frameless(image_id: str) -> str:
+    """An image id without its frame part (``.../frames/3``, ``...?frame=2``), else itself."""
+    for marker in ("/frames/", "?frame=", "&frame="):
+        head, sep, tail = image_id.rpartition(marker)
+        if sep and tail.isdigit():
+            return head
+    return image_id
 
 
 def _require_uid(record: Mapping[str, Any], key: str, what: str) -> str:
@@ -114,7 +121,7 @@ class DicomMetadataStore(PubSub):
             image_id = instance.get(key)
             if isinstance(image_id, str) and image_id:
                 self._by_image_id[image_id] = instance
-                base = _FRAME_SUFFIX.sub("", image_id)
+                base = _frameless(image_id)
                 if base != image_id:
                     self._by_image_id.setdefault(base, instance)
 
@@ -122,7 +129,7 @@ class DicomMetadataStore(PubSub):
         for key in ("imageId", "url"):
             image_id = instance.get(key)
             if isinstance(image_id, str):
-                for candidate in (image_id, _FRAME_SUFFIX.sub("", image_id)):
+                for candidate in (image_id, _frameless(image_id)):
                     if self._by_image_id.get(candidate) is instance:
                         del self._by_image_id[candidate]
 
@@ -322,7 +329,7 @@ class DicomMetadataStore(PubSub):
         """O(1) (OHIF scans every instance); a frame's image id finds its instance."""
         found = self._by_image_id.get(image_id)
         if found is None:
-            base = _FRAME_SUFFIX.sub("", image_id)
+            base = _frameless(image_id)
             if base != image_id:
                 found = self._by_image_id.get(base)
         return found
