@@ -18,6 +18,7 @@ running as root (with a policy-rc.d that keeps the system service from starting)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -343,10 +344,8 @@ class OrthancServer:
         """SIGKILL (the database is throw-away), then remove the folder if we made it. Idempotent."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # its own session: only Orthanc is in it
-            except ProcessLookupError:
-                pass
             process.wait(timeout=30)
         with _LIVE_LOCK:
             _LIVE.discard(self)
