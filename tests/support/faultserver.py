@@ -165,7 +165,9 @@ class FaultServer:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fault-server", daemon=True
+        )  # a short poll interval: stop() returns at once instead of after up to 0.5 s
 
     def _next_reply(self, path: str) -> Reply:
         queue = self.replies.get(path)
