@@ -179,6 +179,16 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux ``PR_SET_PDEATHSIG``: Orthanc gets SIGKILL if the test process dies without cleanup."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _kill_leftovers() -> None:
     with _LIVE_LOCK:
         servers = list(_LIVE)
@@ -204,6 +214,7 @@ class OrthancServer:
         password: str | None = None,
         folder: Path | str | None = None,
         port: int | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         if not orthanc_available():
             raise OrthancError(
@@ -211,6 +222,7 @@ class OrthancServer:
             )
         self.user = user
         self.password = password if user else None
+        self.die_with_parent = die_with_parent and os.name == "posix"
         self._owned = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix="orthanc-")) if folder is None else Path(folder)
         self.port = port or _free_port()
@@ -307,6 +319,8 @@ class OrthancServer:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            # The signal follows the *thread* that started it: start from a long-lived thread.
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         with _LIVE_LOCK:
             _LIVE.add(self)
