@@ -1,0 +1,530 @@
+"""A folder of DICOM files as a data source (OHIF's ``dicomlocal``, type ``localApi``).
+
+OHIF's local source only shows files dropped into the browser. This one works like
+dicomweb-client's ``DICOMfileClient``: the folder is indexed into SQLite (headers only)
+in ``initialize``, searches follow QIDO's matching rules (:mod:`datasources.matching`),
+series metadata is read from the files' headers into the host's metadata store, and
+pixel data, bulk data and frames are read from the files when asked for.
+
+Image ids are ``dicomfile:<absolute path, percent-encoded>``, with ``?frame=N`` (from 0,
+as cornerstone's ``dicomfile:``/``wadouri:`` loaders count) for the frames of multi-frame
+instances. Bulk data URIs are the image id with ``?tag=<tag path>``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from datasources.errors import (
+    BackendError,
+    ConfigurationError,
+    DataSourcesError,
+    InvalidQueryError,
+    NotFoundError,
+    NotSupportedError,
+    UnsafePathError,
+)
+from datasources.interface import DataSource, IWebApiDataSource
+from datasources.matching import filter_records
+from datasources.query import SearchQuery, parse_search
+from datasources.results import InstanceOutcome, SeriesLoadTask, StoreResult
+
+from .. import imageids
+from .config import LocalConfig
+from .files import (
+    FileProblem,
+    bulk_value,
+    ensure_folder,
+    file_uri,
+    is_valid_uid,
+    naturalize_file,
+    read_frames,
+    safe_path,
+    split_uri,
+    to_part10,
+    write_atomic,
+)
+from .index import IndexReport, LocalIndex, Progress
+
+__all__ = ["DicomLocalSource", "create_dicomlocal_api"]
+
+log = logging.getLogger("datasources.dicomlocal")
+
+
+def _exact_uids(query: SearchQuery, key: str) -> list[str] | None:
+    """The UIDs a filter names exactly (no wildcard), for an indexed look-up; ``None`` if it cannot narrow."""
+    value = query.filters.get(key)
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    uids: list[str] = []
+    for item in items:
+        for part in item.replace(",", "\\").split("\\"):
+            part = part.strip()
+            if part == "" or "*" in part or "?" in part:
+                return None
+            uids.append(part)
+    return uids
+
+
+class DicomLocalSource:
+    """The state of one ``dicomlocal`` source: its configuration, index and host."""
+
+    def __init__(self, configuration: Mapping[str, Any], host: Any) -> None:
+        self.config = LocalConfig.from_mapping(configuration)
+        self.host = host
+        self.index = LocalIndex(self.config)
+        self.last_report: IndexReport | None = None
+        self._store_lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def initialize(self, params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
+        """Open the index and (unless ``indexOnInitialize`` is false) bring it up to date."""
+        self.index.open()
+        if self.config.index_on_initialize:
+            self.reindex()
+        return self.index.study_uids()
+
+    def reindex(self, progress: Progress | None = None) -> IndexReport:
+        self.index.open()
+        report = self.index.reindex(progress)
+        self.last_report = report
+        if report.skipped:
+            log.warning(
+                "dicomlocal: %d file(s) under %s were skipped (not DICOM, unreadable or unsafe); "
+                "data_source.helpers.problems() lists them",
+                len(report.skipped),
+                self.config.root,
+            )
+        return report
+
+    def _root(self) -> str:
+        self.index.open()
+        assert self.index.root_real is not None
+        return self.index.root_real
+
+    def _path(self, rel_or_abs: str) -> str:
+        return safe_path(self._root(), rel_or_abs, follow_symlinks=self.config.follow_symlinks)
+
+    # -- query ---------------------------------------------------------------------------
+
+    def search_studies(self, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        query = parse_search("study", filters, **kwargs)
+        records = self.index.study_records(_exact_uids(query, "StudyInstanceUID"))
+        return filter_records(records, query, fuzzy=query.fuzzymatching)
+
+    def search_series(
+        self, study_instance_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        _require_uid(study_instance_uid, "StudyInstanceUID")
+        query = parse_search("series", filters, **kwargs)
+        return filter_records(self.index.series_records(study_instance_uid), query, fuzzy=query.fuzzymatching)
+
+    def search_instances(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        /,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        _require_uid(study_instance_uid, "StudyInstanceUID")
+        if isinstance(series_instance_uid, Mapping):  # search_instances(study, {filters})
+            series_instance_uid, filters = None, series_instance_uid
+        query = parse_search("instance", filters, **kwargs)
+        records = self.index.instance_records(study_instance_uid, series_instance_uid)
+        return filter_records(records, query, fuzzy=query.fuzzymatching)
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def _read_instance(self, study_uid: str, series_uid: str, sop_uid: str, rel: str) -> dict[str, Any]:
+        try:
+            path = self._path(rel)
+        except UnsafePathError as exc:
+            raise BackendError(f"dicomlocal: {rel!r} is no longer safe to read ({exc}); re-index the folder") from None
+        image_id = file_uri(path)
+        try:
+            naturalized, _ = naturalize_file(path, image_id)
+        except FileNotFoundError:
+            raise NotFoundError(f"dicomlocal: {rel!r} was deleted since it was indexed; re-index the folder") from None
+        except OSError as exc:
+            raise BackendError(f"dicomlocal: cannot read {rel!r}: {exc.strerror or exc}") from None
+        except Exception as exc:
+            raise BackendError(f"dicomlocal: {rel!r} cannot be parsed any more: {type(exc).__name__}: {exc}") from None
+        found = (
+            naturalized.get("StudyInstanceUID"),
+            naturalized.get("SeriesInstanceUID"),
+            naturalized.get("SOPInstanceUID"),
+        )
+        if found != (study_uid, series_uid, sop_uid):
+            raise BackendError(f"dicomlocal: {rel!r} changed since it was indexed; re-index the folder")
+        naturalized["url"] = image_id
+        naturalized["imageId"] = image_id
+        return naturalized
+
+    def _load_series(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        rows = self.index.instance_rows(study_uid, [series_uid])
+        return [self._read_instance(study_uid, series_uid, sop, rel) for sop, _s, rel, _ts, _a in rows]
+
+    def series_metadata(
+        self,
+        study_instance_uid: str,
+        *,
+        series_instance_uids: Sequence[str] | None = None,
+        made_in_client: bool = False,
+        return_tasks: bool = False,
+    ) -> Any:
+        """Read the headers of a study's files into the metadata store (all series, or the ones named).
+
+        Every file is read before the store changes, so a failure leaves the store as it was.
+        With ``return_tasks`` the series summaries go to the store at once and one
+        :class:`SeriesLoadTask` per series reads its files when started.
+        """
+        _require_uid(study_instance_uid, "StudyInstanceUID")
+        studies = self.index.study_records([study_instance_uid])
+        if not studies:
+            raise NotFoundError(f"dicomlocal: study {study_instance_uid!r} is not in {str(self.config.root)!r}")
+        study = studies[0]
+        summaries = self.index.series_records(study_instance_uid)
+        if series_instance_uids:
+            wanted = list(dict.fromkeys(series_instance_uids))
+            known = {s["SeriesInstanceUID"] for s in summaries}
+            missing = [uid for uid in wanted if uid not in known]
+            if missing:
+                raise NotFoundError(f"dicomlocal: series {missing} are not in study {study_instance_uid!r}")
+            summaries = [s for s in summaries if s["SeriesInstanceUID"] in set(wanted)]
+        store = self.host.metadata_store
+        study_fields = {k: v for k, v in study.items() if not k.startswith("NumberOf")}
+
+        if return_tasks:
+            if store.get_study(study_instance_uid) is None:
+                store.add_study(study_fields)
+            store.add_series_metadata(summaries, made_in_client=made_in_client)
+
+            def loader(series_uid: str) -> Any:
+                def load() -> list[dict[str, Any]]:
+                    instances = self._load_series(study_instance_uid, series_uid)
+                    if instances:
+                        store.add_instances(instances, made_in_client=made_in_client)
+                    return instances
+
+                return load
+
+            return [SeriesLoadTask(s, loader(s["SeriesInstanceUID"])) for s in summaries]
+
+        per_series = [self._load_series(study_instance_uid, s["SeriesInstanceUID"]) for s in summaries]
+        if store.get_study(study_instance_uid) is None:
+            store.add_study(study_fields)
+        store.add_series_metadata(summaries, made_in_client=made_in_client)
+        for instances in per_series:
+            if instances:
+                store.add_instances(instances, made_in_client=made_in_client)
+        if not series_instance_uids and hasattr(store, "set_study_loaded"):
+            store.set_study_loaded(study_instance_uid)
+        return {s["SeriesInstanceUID"]: s for s in summaries}
+
+    # -- bulk data, frames, image ids ----------------------------------------------------
+
+    def bulk_data_uri(self, uri: str | Mapping[str, Any], **_: Any) -> bytes:
+        """The bytes behind a BulkDataURI of this source (``?tag=`` an element, ``?frame=`` a frame, else the file)."""
+        if isinstance(uri, Mapping):
+            uri = uri.get("BulkDataURI")  # type: ignore[assignment]
+        if not isinstance(uri, str):
+            raise InvalidQueryError("dicomlocal: bulk_data_uri needs a BulkDataURI string")
+        location, params = split_uri(uri)
+        path = self._path(location)
+        try:
+            if "frame" in params:
+                return read_frames(path, [_frame_number(params["frame"]) + 1])[0]
+            if "tag" in params:
+                return bulk_value(path, params["tag"])
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise NotFoundError(f"dicomlocal: {uri!r} does not exist") from None
+        except IsADirectoryError:
+            raise NotFoundError(f"dicomlocal: {uri!r} is a folder") from None
+
+    def frames(
+        self, study_uid: str, series_uid: str, sop_uid: str, frame_numbers: Sequence[int] | int = 1
+    ) -> list[bytes]:
+        """Frames (numbered from 1, as WADO-RS counts) of an instance, as stored in its file."""
+        numbers = [frame_numbers] if isinstance(frame_numbers, int) else list(frame_numbers)
+        if not numbers or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in numbers):
+            raise InvalidQueryError(f"dicomlocal: frame numbers count from 1: {frame_numbers!r}")
+        found = self.index.path_of(sop_uid)
+        if found is None or found[:2] != (study_uid, series_uid) or self.index.is_rejected(study_uid, series_uid):
+            raise NotFoundError(f"dicomlocal: no instance {study_uid}/{series_uid}/{sop_uid}")
+        try:
+            return read_frames(self._path(found[2]), numbers)
+        except FileNotFoundError:
+            raise NotFoundError(f"dicomlocal: {found[2]!r} was deleted since it was indexed") from None
+
+    def path_for_image_id(self, image_id: str) -> str:
+        """The file behind an image id (or bulk data URI) of this source, checked to be inside the root."""
+        location, _ = split_uri(image_id)
+        return self._path(location)
+
+    def read_image_id(self, image_id: str) -> bytes:
+        """The pixel data of the frame an image id names (``?frame=N`` from 0; the first frame otherwise)."""
+        location, params = split_uri(image_id)
+        frame = _frame_number(params["frame"]) + 1 if "frame" in params else 1
+        try:
+            return read_frames(self._path(location), [frame])[0]
+        except FileNotFoundError:
+            raise NotFoundError(f"dicomlocal: {image_id!r} does not exist") from None
+
+    def image_id_for_instance(self, instance: Mapping[str, Any] | None = None, frame: int | None = None) -> str:
+        if instance is None:
+            raise InvalidQueryError("dicomlocal: get_image_ids_for_instance needs an instance")
+        base = instance.get("imageId") or instance.get("url")
+        if not base:
+            found = self.index.path_of(str(instance.get("SOPInstanceUID")))
+            if found is None:
+                raise NotFoundError(f"dicomlocal: instance {instance.get('SOPInstanceUID')!r} is not indexed")
+            base = file_uri(self._path(found[2]))
+        base = str(base).split("?", 1)[0]
+        return base if frame is None else f"{base}?frame={int(frame)}"
+
+    def direct_url(
+        self, instance: Mapping[str, Any] | None = None, *, url: str | None = None, tag: str = "PixelData", **_: Any
+    ) -> str:
+        if url:
+            return url
+        if instance is None:
+            raise InvalidQueryError("dicomlocal: direct_url needs an instance or a url")
+        value = instance.get(tag)
+        if isinstance(value, Mapping) and value.get("BulkDataURI"):
+            return str(value["BulkDataURI"])
+        if instance.get("imageId") or instance.get("url"):
+            return str(instance.get("imageId") or instance.get("url"))
+        raise NotFoundError(f"dicomlocal: instance {instance.get('SOPInstanceUID')!r} has no {tag}")
+
+    # -- store and reject ----------------------------------------------------------------
+
+    def store_dicom(self, items: Any, **_: Any) -> StoreResult:
+        """Write instances into the folder as ``<Study UID>/<Series UID>/<SOP UID>.dcm`` and index them.
+
+        Takes pydicom Datasets, Part-10 bytes, file paths or naturalized dicts (one or a
+        list). Each file is written under a temporary name and renamed into place; an
+        instance already in the index is refused, never overwritten.
+        """
+        if self.config.read_only:
+            raise NotSupportedError("store.dicom", reason="the source is configured readOnly")
+        batch = list(items) if isinstance(items, list | tuple) else [items]
+        root = self._root()
+        with self._store_lock:
+            return StoreResult(self._store_one(root, i, item) for i, item in enumerate(batch))
+
+    def _store_one(self, root: str, index: int, item: Any) -> InstanceOutcome:
+        try:
+            origin, data = _as_part10(index, item)
+        except _Refused as exc:
+            return InstanceOutcome("failed", None, None, exc.reason, origin=exc.origin)
+        try:
+            uids = _uids_of(data)
+        except _Refused as exc:
+            return InstanceOutcome("failed", None, None, exc.reason, origin=origin)
+        study, series, sop, sop_class = uids
+        existing = self.index.path_of(sop)
+        if existing is not None:
+            return InstanceOutcome(
+                "failed", sop, sop_class, f"duplicate SOP instance: already stored as {existing[2]}", origin=origin
+            )
+        rel = f"{study}/{series}/{sop}.dcm"
+        try:
+            folder = ensure_folder(root, [study, series])
+            path = write_atomic(folder, f"{sop}.dcm", data)
+        except FileExistsError:
+            return InstanceOutcome("failed", sop, sop_class, f"a file {rel} already exists", origin=origin)
+        except UnsafePathError as exc:
+            return InstanceOutcome("failed", sop, sop_class, str(exc), origin=origin)
+        except OSError as exc:
+            reason = f"cannot write {rel}: {exc.strerror or exc}"
+            return InstanceOutcome("failed", sop, sop_class, reason, origin=origin)
+        try:
+            self.index.add_file(rel, path)
+        except (FileProblem, OSError, DataSourcesError) as exc:
+            os.unlink(path)  # nothing half-done: a file that is not indexed does not stay
+            return InstanceOutcome("failed", sop, sop_class, f"cannot index the stored file: {exc}", origin=origin)
+        image_id = file_uri(os.path.realpath(path))
+        if self.index.is_rejected(study, series):
+            return InstanceOutcome(
+                "warning", sop, sop_class,
+                "stored, but its series was rejected: it stays hidden until helpers.restore_series()",
+                image_id, origin,
+            )  # fmt: skip
+        return InstanceOutcome("stored", sop, sop_class, None, image_id, origin)
+
+    def reject_series(self, study_uid: str, series_uid: str, *_: Any, **__: Any) -> None:
+        """Hide a series from this source (the index only: its files stay on disk)."""
+        _require_uid(study_uid, "StudyInstanceUID")
+        _require_uid(series_uid, "SeriesInstanceUID")
+        if not self.index.reject_series(study_uid, series_uid):
+            raise NotFoundError(f"dicomlocal: no series {series_uid!r} in study {study_uid!r}")
+        if self.host is not None:
+            self.host.metadata_store.remove_study(study_uid)  # the next retrieve reloads it without the series
+
+    def restore_series(self, study_uid: str, series_uid: str) -> bool:
+        restored = self.index.restore_series(study_uid, series_uid)
+        if restored and self.host is not None:
+            self.host.metadata_store.remove_study(study_uid)
+        return restored
+
+    # -- the rest ------------------------------------------------------------------------
+
+    def get_study_instance_uids(
+        self, params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """The route's study UIDs that this folder holds; every indexed study when the route names none."""
+        asked = imageids.study_uids_from_route(params, query)
+        if not asked:
+            return self.index.study_uids()
+        held = {r["StudyInstanceUID"] for r in self.index.study_records(asked)}
+        return [uid for uid in asked if uid in held]
+
+    def problems(self) -> list[dict[str, str]]:
+        """Files (and folders) the index skipped, with the reason, as of the last pass."""
+        self.index.open()
+        return [{"path": p.path, "reason": p.reason} for p in self.index.problems()]
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, origin: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.origin = origin
+
+
+def _require_uid(value: Any, key: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidQueryError(f"dicomlocal: {key} is required (a UID string), got {value!r}")
+
+
+def _frame_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise InvalidQueryError(f"dicomlocal: frame={text!r} is not a number") from None
+    if number < 0:
+        raise InvalidQueryError(f"dicomlocal: frame={text!r}: frames in image ids count from 0")
+    return number
+
+
+def _as_part10(index: int, item: Any) -> tuple[str, bytes]:
+    """One input of ``store.dicom`` as Part-10 bytes, and where it came from (for the report)."""
+    from pydicom import Dataset, dcmread
+
+    if isinstance(item, str | os.PathLike):
+        origin = os.fspath(item)
+        try:
+            with open(origin, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise _Refused(f"cannot read the file: {exc.strerror or exc}", origin) from None
+    elif isinstance(item, bytes | bytearray | memoryview):
+        origin, data = f"input {index}", bytes(item)
+    elif isinstance(item, Dataset):
+        origin = f"dataset {index}"
+        try:
+            data = to_part10(item)
+        except Exception as exc:
+            raise _Refused(f"cannot encode the dataset: {type(exc).__name__}: {exc}", origin) from None
+    elif isinstance(item, Mapping):
+        from datasources.naturalize import to_pydicom
+
+        origin = f"dataset {index}"
+        try:
+            data = to_part10(to_pydicom(item))
+        except Exception as exc:
+            raise _Refused(f"cannot encode the naturalized dataset: {type(exc).__name__}: {exc}", origin) from None
+    else:
+        raise _Refused(f"not a Dataset, naturalized dict, bytes or path: {type(item).__name__}", f"input {index}")
+    if data[128:132] != b"DICM":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = to_part10(dcmread(io.BytesIO(data), force=True))
+        except Exception as exc:
+            raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}", origin) from None
+    return origin, data
+
+
+def _uids_of(data: bytes) -> tuple[str, str, str, str | None]:
+    from pydicom import dcmread
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except Exception as exc:
+        raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}") from None
+    uids = []
+    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = ds.get(key)
+        if not is_valid_uid(str(value) if value is not None else None):
+            raise _Refused(f"{key} is missing or not a valid UID: {value!r}")
+        uids.append(str(value))
+    sop_class = ds.get("SOPClassUID")
+    return uids[0], uids[1], uids[2], str(sop_class) if sop_class else None
+
+
+def create_dicomlocal_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
+    """Factory for ``default.dataSourcesModule.dicomlocal``; checks the configuration, touches no file."""
+    if configuration is None:
+        raise ConfigurationError("dicomlocal: a configuration with root (the folder) is required")
+    src = DicomLocalSource(configuration, host)
+
+    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
+        return src.initialize(params, query)
+
+    def image_ids_for_display_set(display_set: Any) -> list[str]:
+        # dicomfile: ids count frames from 0, as cornerstone's wadouri loader does
+        return imageids.image_ids_for_display_set(display_set, src.image_id_for_instance, first_frame=0)
+
+    def get_config() -> dict[str, Any]:
+        return src.config.public()
+
+    def delete_study_metadata(study_instance_uid: str) -> None:
+        if host is not None:
+            host.metadata_store.remove_study(study_instance_uid)
+
+    return IWebApiDataSource.create(
+        initialize=initialize,
+        query={
+            "studies": {"search": src.search_studies},
+            "series": {"search": src.search_series},
+            "instances": {"search": src.search_instances},
+        },
+        retrieve={
+            "series": {"metadata": src.series_metadata},
+            "direct_url": src.direct_url,
+            "bulk_data_uri": src.bulk_data_uri,
+            "frames": src.frames,
+        },
+        store={"dicom": src.store_dicom},
+        reject={"series": src.reject_series},
+        get_image_ids_for_display_set=image_ids_for_display_set,
+        get_image_ids_for_instance=src.image_id_for_instance,
+        get_config=get_config,
+        get_study_instance_uids=src.get_study_instance_uids,
+        delete_study_metadata=delete_study_metadata,
+        helpers={
+            "reindex": src.reindex,
+            "problems": src.problems,
+            "index_file": lambda: str(src.index.index_path) if src.index.index_path else None,
+            "last_report": lambda: src.last_report,
+            "restore_series": src.restore_series,
+            "rejected_series": lambda: src.index.rejected(),
+            "path_for_image_id": src.path_for_image_id,
+            "read_image_id": src.read_image_id,
+            "close": src.index.close,
+        },
+    )
