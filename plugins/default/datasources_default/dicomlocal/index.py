@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import orjson
 from datasources.errors import BackendError, ConfigurationError
 
-from .config import LocalConfig
+from .config import INDEX_FILE_NAME, LocalConfig
 from .files import (
     SERIES_KEYS,
     STUDY_KEYS,
@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS rejected (
     PRIMARY KEY (study_uid, series_uid)
 );
 """
+# an index in the root (this source's or another configuration's) is never data
+_INDEX_NAMES = frozenset(INDEX_FILE_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal"))
 _TABLES = ("meta", "instances", "series", "studies", "skipped", "rejected")
 _NOT_REJECTED = "NOT EXISTS (SELECT 1 FROM rejected r WHERE r.study_uid = i.study_uid AND r.series_uid = i.series_uid)"
 
@@ -280,7 +282,7 @@ class LocalIndex:
                 continue
             subfolders: list[tuple[str, str]] = []
             for entry in entries:
-                if entry.name.startswith(TEMP_PREFIX) or entry.path in ignored:
+                if entry.name.startswith(TEMP_PREFIX) or entry.name in _INDEX_NAMES or entry.path in ignored:
                     continue
                 rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
                 try:
