@@ -325,7 +325,9 @@ class DicomLocalSource:
 
     def _store_one(self, root: str, index: int, item: Any) -> InstanceOutcome:
         try:
-            origin, data = _as_part10(index, item)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # invalid values are refused below, with the reason
+                origin, data = _as_part10(index, item)
         except _Refused as exc:
             return InstanceOutcome("failed", None, None, exc.reason, origin=exc.origin)
         try:
@@ -460,19 +462,20 @@ def _as_part10(index: int, item: Any) -> tuple[str, bytes]:
 def _uids_of(data: bytes) -> tuple[str, str, str, str | None]:
     from pydicom import dcmread
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # values are read lazily: invalid ones warn on first access
+        try:
             ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except Exception as exc:
-        raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}") from None
+            values = {k: ds.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")}
+        except Exception as exc:
+            raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}") from None
     uids = []
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        value = ds.get(key)
+        value = values[key]
         if not is_valid_uid(str(value) if value is not None else None):
             raise _Refused(f"{key} is missing or not a valid UID: {value!r}")
         uids.append(str(value))
-    sop_class = ds.get("SOPClassUID")
+    sop_class = values["SOPClassUID"]
     return uids[0], uids[1], uids[2], str(sop_class) if sop_class else None
 
 
