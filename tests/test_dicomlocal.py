@@ -742,3 +742,55 @@ def test_bulk_data_of_a_whole_file(ds: Any, root: Path) -> None:
     with pytest.raises(NotFoundError):
         ds.retrieve.bulk_data_uri(f"dicomfile:{root}/missing.dcm")
     assert io.BytesIO(ds.retrieve.bulk_data_uri(path.name)).read(132)[128:] == b"DICM"
+
+
+def test_pydicom_sample_files_index_and_load(tmp_path: Path) -> None:
+    """pydicom's own test files: big endian, implicit VR, deflated, no preamble, DICOMDIRs, junk."""
+    from pydicom.data import get_testdata_file
+
+    source = Path(get_testdata_file("CT_small.dcm")).parent
+    root = tmp_path / "pydicom-files"
+    shutil.copytree(source, root)
+    host = host_for(root)
+    ds = host.get_data_source("local")
+    studies = ds.query.studies.search()
+    problems = ds.helpers.problems()
+    assert len(studies) > 10 and problems
+    assert {"README.txt"} <= {p["path"] for p in problems}
+    assert any(p["path"].endswith("DICOMDIR") and "not an instance" in p["reason"] for p in problems)
+    frames = 0
+    for study in studies:
+        ds.retrieve.series.metadata(study["StudyInstanceUID"])
+        for series in host.metadata_store.get_study(study["StudyInstanceUID"])["series"]:
+            for instance in series["instances"]:
+                if isinstance(instance.get("PixelData"), dict):
+                    count = int(instance.get("NumberOfFrames") or 1)
+                    got = ds.retrieve.frames(
+                        study["StudyInstanceUID"], series["SeriesInstanceUID"], instance["SOPInstanceUID"],
+                        list(range(1, count + 1)),
+                    )  # fmt: skip
+                    assert len(got) == count and all(got)
+                    frames += count
+    assert frames > 20
+
+
+def test_the_documented_example_runs(tmp_path: Path) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs/sources/local.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", doc.split("## Runnable example", 1)[1], re.S)
+    assert code is not None
+    script = tmp_path / "local_example.py"
+    script.write_text(code.group(1), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # the example's mkdtemp() lands in tmp_path
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "first frame: 8192 bytes" in result.stdout
+    assert "'path': 'notes.txt'" in result.stdout

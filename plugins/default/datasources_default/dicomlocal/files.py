@@ -202,6 +202,22 @@ def _read(fp: BinaryIO, **kwargs: Any) -> Dataset:
         return read_partial(fp, force=True, **kwargs)
 
 
+def _dcmread(fp: BinaryIO, **kwargs: Any) -> Dataset:
+    """``dcmread`` that also takes files without preamble that start like a dataset (as the index does)."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return dcmread(fp, **kwargs)
+    except InvalidDicomError:
+        fp.seek(0)
+        head = fp.read(8)
+        fp.seek(0)
+        if not _looks_like_dataset(head):
+            raise
+        return dcmread(fp, force=True, **kwargs)
+
+
 class HeaderInfo:
     """What the index keeps of one file."""
 
@@ -301,28 +317,27 @@ def naturalize_file(path: str, image_id: str) -> tuple[dict[str, Any], Dataset]:
     where the tag path is ``7FE00010`` or, inside sequences, ``00540016.0.00181072``.
     Elements after the pixel data (rare: trailing padding, some private groups) are not read.
     """
-    from pydicom import dcmread
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     with open(path, "rb") as fp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = dcmread(fp, stop_before_pixels=True)
+        warnings.simplefilter("ignore")  # values are decoded lazily: keep the whole read in here
+        ds = _dcmread(fp, stop_before_pixels=True)
         meta = getattr(ds, "file_meta", None)
         ts = meta.get("TransferSyntaxUID") if meta is not None else None
         if ts == DeflatedExplicitVRLittleEndian:
             # the header was inflated into a buffer; the file position tells nothing
             fp.seek(0)
-            full = dcmread(fp)
+            full = _dcmread(fp)
             pixel = next(((t, kw, full[t].VR) for t, (kw, _) in _PIXEL_TAGS.items() if t in full), None)
         else:
             pixel = _pixel_element(fp, ds)
-    paths: dict[int, str] = {}
-    _binary_paths(ds, "", paths)
+        paths: dict[int, str] = {}
+        _binary_paths(ds, "", paths)
 
-    def uri(elem: Any) -> str:
-        return f"{image_id}?tag={paths.get(id(elem), f'{int(elem.tag):08X}')}"
+        def uri(elem: Any) -> str:
+            return f"{image_id}?tag={paths.get(id(elem), f'{int(elem.tag):08X}')}"
 
-    naturalized = from_pydicom(ds, bulk_data_uri=uri)
+        naturalized = from_pydicom(ds, bulk_data_uri=uri)
     if pixel is not None:
         tag, keyword, vr = pixel
         naturalized[keyword] = {"BulkDataURI": f"{image_id}?tag={tag:08X}"}
@@ -355,12 +370,9 @@ def _element_at(ds: Dataset, tag_path: str) -> Any:
 
 def bulk_value(path: str, tag_path: str) -> bytes:
     """The raw bytes of one element of a file (``7FE00010`` gives the pixel data as stored)."""
-    from pydicom import dcmread
-
-    with warnings.catch_warnings():
+    with open(path, "rb") as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = dcmread(path)
-    value = _element_at(ds, tag_path).value
+        value = _element_at(_dcmread(fp), tag_path).value
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if value is None:
@@ -373,15 +385,18 @@ def bulk_value(path: str, tag_path: str) -> bytes:
 
 def read_frames(path: str, numbers: Sequence[int]) -> list[bytes]:
     """Frames (numbered from 1) as stored: native frames sliced, encapsulated ones unwrapped."""
-    from pydicom import dcmread
+    with open(path, "rb") as fp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = _dcmread(fp)
+        return _frames_of(ds, numbers, Path(path).name)
+
+
+def _frames_of(ds: Dataset, numbers: Sequence[int], name: str) -> list[bytes]:
     from pydicom.encaps import generate_frames
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = dcmread(path)
     keyword = next((kw for kw, _ in _PIXEL_TAGS.values() if kw in ds), None)
     if keyword is None:
-        raise NotFoundError(f"dicomlocal: {Path(path).name} has no pixel data")
+        raise NotFoundError(f"dicomlocal: {name} has no pixel data")
     try:
         count = max(1, int(ds.get("NumberOfFrames") or 1))
     except (TypeError, ValueError):
