@@ -288,6 +288,7 @@ def test_unreadable_file_and_read_only_root(world_tmp: Path) -> None:
     """chmod 000 stops nobody running as root, so as root the check runs without CAP_DAC_*."""
     root = world_tmp / "data"
     write_datasets(make_study(GARCIA), root)
+    write_datasets(make_study(DOE), root / "sub")
     secret = files_of(GARCIA, root)[0]
     secret.chmod(0o000)
     root.chmod(0o555)  # read-only: the index must go to the cache folder
@@ -298,7 +299,7 @@ def test_unreadable_file_and_read_only_root(world_tmp: Path) -> None:
         pytest.skip(f"setpriv cannot drop capabilities here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["instances"] == 1
+    assert report["instances"] == 2
     assert [s["path"] for s in report["skipped"]] == [secret.name]
     assert "cannot read" in report["skipped"][0]["reason"]
     assert Path(report["indexFile"]).parent == cache_home / "datasources"
@@ -309,7 +310,15 @@ def test_unreadable_file_and_read_only_root(world_tmp: Path) -> None:
     result = _run_without_root_powers(command, {"XDG_CACHE_HOME": str(cache_home)})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["indexed"] == [secret.name] and report["instances"] == 2 and report["skipped"] == []
+    assert report["indexed"] == [secret.name] and report["instances"] == 3 and report["skipped"] == []
+
+    # a sub-folder that cannot be listed is reported; its indexed files are not taken for deleted
+    (root / "sub").chmod(0o000)
+    result = _run_without_root_powers(command, {"XDG_CACHE_HOME": str(cache_home)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(s["path"], s["reason"][:22]) for s in report["skipped"]] == [("sub", "cannot list the folder")]
+    assert report["removed"] == [] and report["instances"] == 3
 
 
 # -- never outside the root --------------------------------------------------------------
@@ -725,6 +734,32 @@ def test_an_index_file_of_another_root_is_rebuilt(root: Path, tmp_path: Path) ->
     assert uids(second.query.studies.search()) == [
         make_study(StudySpec("local-other", n_instances=1))[0].StudyInstanceUID
     ]
+
+
+def test_a_vanished_root_leaves_the_index_alone(ds: Any, root: Path) -> None:
+    assert len(ds.query.studies.search()) == 3
+    moved = root.with_name("moved")
+    root.rename(moved)
+    try:
+        with pytest.raises(BackendError, match="cannot list the root folder"):
+            ds.helpers.reindex()
+        assert len(ds.query.studies.search()) == 3  # searches answer from the index
+    finally:
+        moved.rename(root)
+    assert ds.helpers.reindex().read == []
+
+
+def test_a_root_given_through_a_link(root: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link-to-data"
+    os.symlink(root, link)
+    ds = host_for(link).get_data_source("local")
+    assert len(ds.query.studies.search()) == 3
+    path = files_of(GARCIA, root)[0]
+    pixels = pydicom.dcmread(path).PixelData
+    assert ds.retrieve.bulk_data_uri(f"dicomfile:{path}?tag=7FE00010") == pixels
+    assert ds.retrieve.bulk_data_uri(f"dicomfile:{link / path.name}?tag=7FE00010") == pixels
+    with pytest.raises(UnsafePathError):
+        ds.retrieve.bulk_data_uri(f"dicomfile:{link}/lee/../{path.name}")
 
 
 def test_an_unusable_cache_is_a_clear_error(root: Path, tmp_path: Path) -> None:

@@ -264,7 +264,10 @@ class LocalIndex:
         return {index, index + "-wal", index + "-shm", index + "-journal"}
 
     def walk(self, progress: Progress | None = None) -> tuple[dict[str, tuple[str, int, int]], list[Skipped]]:
-        """Every regular file under the root: ``{relative path: (path to open, mtime_ns, size)}``, and problems."""
+        """Every regular file under the root: ``{relative path: (path to open, mtime_ns, size)}``, and problems.
+
+        A root that cannot be listed raises :class:`BackendError`; a sub-folder that cannot is a problem.
+        """
         root = self._root()
         follow, recursive = self.config.follow_symlinks, self.config.recursive
         ignored = self._ignored()
@@ -278,7 +281,13 @@ class LocalIndex:
                 with os.scandir(folder) as it:
                     entries = sorted(it, key=lambda e: e.name)
             except OSError as exc:
-                problems.append(Skipped(rel_folder or ".", f"cannot list the folder: {exc.strerror or exc}"))
+                if not rel_folder:
+                    # an unmounted drive or a deleted folder must not empty the index
+                    reason = exc.strerror or exc
+                    raise BackendError(
+                        f"dicomlocal: cannot list the root folder {root!r}: {reason}; the index is unchanged"
+                    ) from None
+                problems.append(Skipped(rel_folder, f"cannot list the folder: {exc.strerror or exc}"))
                 continue
             subfolders: list[tuple[str, str]] = []
             for entry in entries:
@@ -353,7 +362,9 @@ class LocalIndex:
                     keep_skipped.append((rel, mtime, size, verdict[2], 1))
                     continue
                 to_read.append(rel)
-            gone = [rel for rel in known if rel not in files]
+            # files in a folder that could not be listed are kept as they were, not taken for deleted
+            unlisted = tuple(p.path + "/" for p in walk_problems if p.reason.startswith("cannot list the folder"))
+            gone = [rel for rel in known if rel not in files and not rel.startswith(unlisted or ("\0",))]
 
             with self._transaction() as tx:
                 affected: set[str] = set()

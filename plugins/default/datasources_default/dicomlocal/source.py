@@ -111,7 +111,14 @@ class DicomLocalSource:
         return self.index.root_real
 
     def _path(self, rel_or_abs: str) -> str:
-        return safe_path(self._root(), rel_or_abs, follow_symlinks=self.config.follow_symlinks)
+        root = self._root()
+        configured = str(self.config.root)
+        if configured != root and os.path.isabs(rel_or_abs) and ".." not in rel_or_abs.split("/"):
+            # the root as configured may go through a link (/data -> /mnt/disk1): accept paths under it too
+            normalized = os.path.normpath(rel_or_abs)
+            if normalized == configured or normalized.startswith(configured.rstrip(os.sep) + os.sep):
+                rel_or_abs = root + normalized[len(configured) :]
+        return safe_path(root, rel_or_abs, follow_symlinks=self.config.follow_symlinks)
 
     # -- query ---------------------------------------------------------------------------
 
