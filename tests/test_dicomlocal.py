@@ -699,6 +699,17 @@ def test_concurrent_searches_while_indexing_and_storing(ds: Any, root: Path) -> 
     assert len(ds.query.studies.search(ModalitiesInStudy="CT")) == 6
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts file descriptors in /proc")
+def test_short_lived_threads_leak_no_file_descriptors(ds: Any) -> None:
+    ds.query.studies.search()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(30):
+        thread = threading.Thread(target=ds.query.studies.search)
+        thread.start()
+        thread.join()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
 def test_host_cli_studies_series_metadata(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from datasources.cli import main
 

@@ -7,9 +7,9 @@ indexed, and why), ``rejected`` (series hidden by ``reject.series``) and ``meta`
 
 A re-index stats every file and rereads only those whose mtime or size changed (or that
 were unreadable last time); rows of deleted files go. Work is committed in chunks, so an
-interrupted pass keeps what it did. Each thread has its own connection; one writer at a
-time per process (SQLite's own locking between processes). WAL mode lets searches run
-while a pass writes.
+interrupted pass keeps what it did. Connections come from a small pool, each used by one
+thread at a time; one writer at a time per process (SQLite's own locking between
+processes). WAL mode lets searches run while a pass writes.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ Progress = Callable[[int, "int | None", str], None]
 
 SCHEMA_VERSION = "1"
 _CHUNK = 256
+_POOL_SIZE = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS instances (
@@ -154,8 +155,10 @@ class LocalIndex:
 
     def __init__(self, config: LocalConfig) -> None:
         self.config = config
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # a small pool, not one connection per thread: SQLite keeps the file descriptors of closed
+        # connections while others in the process hold locks, so per-thread connections would leak
+        # one per finished thread
+        self._pool: list[sqlite3.Connection] = []
         self._generation = 0
         self._conn_lock = threading.Lock()
         self._write_lock = threading.RLock()
@@ -217,35 +220,47 @@ class LocalIndex:
             conn.execute("ROLLBACK")
             raise
 
-    def _conn(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation, used by one thread at a time, then back to the pool."""
         if self.index_path is None:
             raise BackendError("dicomlocal: the index is not open (the source is not initialized)")
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or getattr(local, "generation", -1) != self._generation:
+        with self._conn_lock:
+            conn = self._pool.pop() if self._pool else None
+            generation = self._generation
+        if conn is None:
             conn = sqlite3.connect(self.index_path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 30000")
-            local.conn = conn
-            local.generation = self._generation
+        try:
+            yield conn
+        finally:
             with self._conn_lock:
-                self._connections.append(conn)
-        return conn
+                keep = generation == self._generation and len(self._pool) < _POOL_SIZE and not conn.in_transaction
+                if keep:
+                    self._pool.append(conn)
+            if not keep:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._connection() as conn:
+            return conn.execute(sql, args).fetchall()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every thread's connection (they reopen on the next use)."""
+        """Close the pooled connections (new ones open on the next use)."""
         with self._conn_lock:
-            connections, self._connections = self._connections, []
+            connections, self._pool = self._pool, []
             self._generation += 1
         for conn in connections:
             with contextlib.suppress(sqlite3.Error):
@@ -339,14 +354,13 @@ class LocalIndex:
         with self._write_lock:
             report = IndexReport(root=root, index_file=str(self.index_path))
             files, walk_problems = self.walk(progress)
-            conn = self._conn()
             known = {
                 row[0]: (row[1], row[2], row[3])
-                for row in conn.execute("SELECT path, mtime_ns, size, study_uid FROM instances")
+                for row in self._rows("SELECT path, mtime_ns, size, study_uid FROM instances")
             }
             cached = {
                 row[0]: (row[1], row[2], row[3])
-                for row in conn.execute("SELECT path, mtime_ns, size, reason FROM skipped WHERE cacheable = 1")
+                for row in self._rows("SELECT path, mtime_ns, size, reason FROM skipped WHERE cacheable = 1")
             }
             to_read: list[str] = []
             keep_skipped: list[tuple[str, int, int, str, int]] = []
@@ -396,7 +410,7 @@ class LocalIndex:
                         progress(done, len(to_read), rel)
                 with self._transaction() as tx:
                     self._apply(tx, results, files, known, report)
-            counts = self._conn().execute("SELECT COUNT(*), COALESCE(SUM(n_instances), 0) FROM studies").fetchone()
+            counts = self._rows("SELECT COUNT(*), COALESCE(SUM(n_instances), 0) FROM studies")[0]
             report.studies, report.instances = int(counts[0]), int(counts[1])
         report.skipped.sort()
         report.seconds = time.perf_counter() - started
@@ -525,38 +539,30 @@ class LocalIndex:
         return bool(changed)
 
     def is_rejected(self, study_uid: str, series_uid: str) -> bool:
-        row = (
-            self._conn()
-            .execute("SELECT 1 FROM rejected WHERE study_uid = ? AND series_uid = ?", (study_uid, series_uid))
-            .fetchone()
+        return bool(
+            self._rows("SELECT 1 FROM rejected WHERE study_uid = ? AND series_uid = ?", (study_uid, series_uid))
         )
-        return row is not None
 
     def rejected(self) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self._conn().execute("SELECT study_uid, series_uid FROM rejected ORDER BY 1, 2")]
+        return [tuple(r) for r in self._rows("SELECT study_uid, series_uid FROM rejected ORDER BY 1, 2")]
 
     # -- reading -------------------------------------------------------------------------
 
     def study_uids(self) -> list[str]:
-        rows = (
-            self._conn()
-            .execute("SELECT study_uid FROM studies ORDER BY study_date DESC, study_time DESC, study_uid")
-            .fetchall()
-        )
+        rows = self._rows("SELECT study_uid FROM studies ORDER BY study_date DESC, study_time DESC, study_uid")
         return [r[0] for r in rows]
 
     def study_records(self, study_uids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Study rows as QIDO returns them (``ModalitiesInStudy`` and the counts included)."""
         sql = "SELECT study_uid, n_series, n_instances, modalities, attrs FROM studies"
         order = " ORDER BY study_date DESC, study_time DESC, study_uid"
-        conn = self._conn()
         if study_uids is None:
-            rows = conn.execute(sql + order).fetchall()
+            rows = self._rows(sql + order)
         else:
             rows = []
             for chunk in _chunks(list(dict.fromkeys(study_uids)), 500):
                 marks = ",".join("?" * len(chunk))
-                rows += conn.execute(f"{sql} WHERE study_uid IN ({marks})", list(chunk)).fetchall()
+                rows += self._rows(f"{sql} WHERE study_uid IN ({marks})", list(chunk))
         out = []
         for uid, n_series, n_instances, modalities, blob in rows:
             record = orjson.loads(blob)
@@ -568,14 +574,10 @@ class LocalIndex:
         return out
 
     def series_records(self, study_uid: str) -> list[dict[str, Any]]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT series_uid, n_instances, attrs FROM series WHERE study_uid = ? "
-                "ORDER BY series_number IS NULL, series_number, series_uid",
-                (study_uid,),
-            )
-            .fetchall()
+        rows = self._rows(
+            "SELECT series_uid, n_instances, attrs FROM series WHERE study_uid = ? "
+            "ORDER BY series_number IS NULL, series_number, series_uid",
+            (study_uid,),
         )
         out = []
         for uid, n_instances, blob in rows:
@@ -597,7 +599,7 @@ class LocalIndex:
         if series_uids:
             sql += f" AND series_uid IN ({','.join('?' * len(series_uids))})"
             args += list(series_uids)
-        rows = [(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in self._conn().execute(sql, args)]
+        rows = [(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in self._rows(sql, args)]
         rows.sort(
             key=lambda r: (_sort_number(r[4].get("SeriesNumber")), r[1], _sort_number(r[4].get("InstanceNumber")), r[2])
         )
@@ -614,24 +616,16 @@ class LocalIndex:
 
     def path_of(self, sop_uid: str) -> tuple[str, str, str] | None:
         """``(study, series, relative path)`` of an instance, rejected ones included."""
-        row = (
-            self._conn()
-            .execute("SELECT study_uid, series_uid, path FROM instances WHERE sop_uid = ?", (sop_uid,))
-            .fetchone()
-        )
-        return (row[0], row[1], row[2]) if row else None
+        rows = self._rows("SELECT study_uid, series_uid, path FROM instances WHERE sop_uid = ?", (sop_uid,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def indexed_path(self, rel: str) -> tuple[str, str, str] | None:
         """``(study, series, sop)`` of the instance indexed from ``rel``."""
-        row = (
-            self._conn()
-            .execute("SELECT study_uid, series_uid, sop_uid FROM instances WHERE path = ?", (rel,))
-            .fetchone()
-        )
-        return (row[0], row[1], row[2]) if row else None
+        rows = self._rows("SELECT study_uid, series_uid, sop_uid FROM instances WHERE path = ?", (rel,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def problems(self) -> list[Skipped]:
-        return [Skipped(p, r) for p, r in self._conn().execute("SELECT path, reason FROM skipped ORDER BY path")]
+        return [Skipped(p, r) for p, r in self._rows("SELECT path, reason FROM skipped ORDER BY path")]
 
 
 def _sort_number(value: Any) -> tuple[int, float]:
