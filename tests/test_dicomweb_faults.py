@@ -204,3 +204,26 @@ def test_configuration_errors_and_warnings() -> None:
     with pytest.warns(UserWarning, match="'colour'"):
         make({"wadoRoot": "http://127.0.0.1:1/dw", "colour": "blue"})
     assert issubclass(ConfigurationError, ValueError)
+
+
+def test_a_redirect_elsewhere_carries_no_credentials(fault_server: FaultServer) -> None:
+    with FaultServer() as other:
+        other.script("/moved/studies", Reply(200, orjson.dumps([ROW]), JSON))
+        fault_server.script("/dicom-web/studies", Reply(302, headers={"Location": f"{other.url}/moved/studies"}))
+        _, ds = source(fault_server.url, auth="Bearer sekrit-token", headers={"X-Api-Key": "sekrit-key"})
+        assert len(ds.query.studies.search()) == 1
+        followed = other.requests_to("/moved/studies")[0].headers
+        assert "Authorization" not in followed and "X-Api-Key" not in followed
+
+
+def test_a_huge_retry_after_is_capped(fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datasources_default.dicomweb import client
+
+    monkeypatch.setattr(client._CappedRetry, "MAX_RETRY_AFTER", 0.2)
+    fault_server.script(
+        "/dicom-web/studies", Reply(503, headers={"Retry-After": "3600"}), Reply(200, orjson.dumps([ROW]), JSON)
+    )
+    _, ds = source(fault_server.url)
+    start = time.monotonic()
+    assert len(ds.query.studies.search()) == 1
+    assert time.monotonic() - start < 5

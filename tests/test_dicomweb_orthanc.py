@@ -205,3 +205,13 @@ def test_stow_reports_bad_inputs_without_stopping(stowed: dict[str, Any], tmp_pa
     assert seen[-1] == (3, 3)
     back = ds.query.instances.search(good.StudyInstanceUID, good.SeriesInstanceUID)
     assert [i["SOPInstanceUID"] for i in back] == [good.SOPInstanceUID]
+
+
+def test_descriptions_are_asked_for(stowed: dict[str, Any]) -> None:
+    ds = host_for(stowed["url"]).active_data_source
+    rows = ds.query.studies.search()
+    assert {r["StudyInstanceUID"]: r.get("StudyDescription") for r in rows} == {
+        s.study_uid: s.description for s in DATASET_SPECS
+    }
+    series = ds.query.series.search(DATASET_SPECS[0].study_uid)
+    assert all(s.get("SeriesDescription") for s in series)

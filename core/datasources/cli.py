@@ -6,6 +6,7 @@ Errors are one clear line on stderr and a non-zero exit (1 for a data-source err
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-out = Console(soft_wrap=True)
+# piped output is not a terminal: rich would squeeze tables into 80 columns, so give it room
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[

@@ -41,6 +41,31 @@ log = logging.getLogger("datasources.dicomweb")
 RETRY_STATUSES = (429, 502, 503, 504)
 
 
+class _CappedRetry(Retry):
+    """urllib3's Retry, but a ``Retry-After`` of an hour is not waited for: at most this long."""
+
+    MAX_RETRY_AFTER = 60.0
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, self.MAX_RETRY_AFTER)
+
+
+class _Session(requests.Session):
+    """A session that drops every credential, not only ``Authorization``, on a redirect elsewhere."""
+
+    def __init__(self, is_trusted: Any, secret_headers: tuple[str, ...]) -> None:
+        super().__init__()
+        self._is_trusted = is_trusted
+        self._secret_headers = secret_headers
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if not self._is_trusted(prepared_request.url or ""):
+            for name in ("Authorization", "Proxy-Authorization", "Cookie", *self._secret_headers):
+                prepared_request.headers.pop(name, None)
+
+
 class DicomWebClient:
     """Requests to one DICOMweb server (its QIDO, WADO and STOW roots)."""
 
@@ -56,7 +81,7 @@ class DicomWebClient:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    retry = Retry(
+                    retry = _CappedRetry(
                         total=self.config.retries,
                         connect=self.config.retries,
                         read=self.config.retries,
@@ -70,7 +95,7 @@ class DicomWebClient:
                     adapter = HTTPAdapter(
                         max_retries=retry, pool_connections=4, pool_maxsize=max(4, self.config.max_workers * 2)
                     )
-                    session = requests.Session()
+                    session = _Session(self.is_trusted, tuple(self.config.headers))
                     session.mount("http://", adapter)
                     session.mount("https://", adapter)
                     session.headers.update(self.config.headers)

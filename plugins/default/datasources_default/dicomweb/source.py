@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import attrs
 from datasources.errors import ConfigurationError, InvalidQueryError, NotFoundError, NotSupportedError
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
@@ -45,6 +46,10 @@ SERIES_SUMMARY_FIELDS = (
     "Modality",
 )
 LAZY_SERIES_INCLUDE = ("SeriesDate", "SeriesTime", "SeriesDescription", "SeriesNumber")
+DEFAULT_INCLUDE = {
+    "study": ("StudyDescription", "ModalitiesInStudy"),
+    "series": ("SeriesDescription", "SeriesDate", "SeriesTime"),
+}
 _PAGE = 200
 
 
@@ -91,6 +96,9 @@ class DicomWebSource:
 
     def search(self, q: SearchQuery, study_uid: str | None = None, series_uid: str | None = None) -> list[dict]:
         """Rows of a QIDO search, naturalized; exact whatever the server's quirks (see qido.py)."""
+        if not q.includefield and q.level in DEFAULT_INCLUDE and self.config.supports_include_field:
+            # as OHIF: some servers (Orthanc) leave descriptions out unless asked for them
+            q = attrs.evolve(q, includefield=DEFAULT_INCLUDE[q.level])
         plan = plan_query(
             q,
             encoding=self.config.query_encoding,
@@ -180,7 +188,8 @@ class DicomWebSource:
                 raise MalformedResponseError(f"{self.name}: {series_uid} metadata is not a JSON array")
             instances = naturalize_many(raw)
         config = self.config
-        wado_root, wado_uri = config.wado_root, config.wado_uri_root
+        wado_root = config.wado_root
+        wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
         fix = config.bulk.enabled
         for instance in instances:
             if "SOPInstanceUID" not in instance:
