@@ -41,6 +41,22 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on any broken ex
 T = TypeVar("T")
 
 
+def _progress_bar() -> Any:
+    """A progress bar on stderr, shown only on a terminal (pipes and logs get the summary alone)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     return typer.Exit(code)

@@ -17,27 +17,12 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import JsonOpt, _escape, _fail, _print_json, _run, err, out
+from .cli import JsonOpt, _escape, _fail, _print_json, _progress_bar, _run, out
 
 __all__ = ["index", "register"]
 
 NAMESPACE = "default.dataSourcesModule.dicomlocal"
 _SHOWN_PROBLEMS = 50
-
-
-def _progress_bar() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
 
 
 def index(

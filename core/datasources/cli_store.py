@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import ConfigOpt, JsonOpt, SourceOpt, _escape, _fail, _host, _print_json, _run, err, out
+from .cli import ConfigOpt, JsonOpt, SourceOpt, _escape, _fail, _host, _print_json, _progress_bar, _run, out
 from .errors import DataSourcesError
 
 __all__ = ["collect_files", "register", "store"]
@@ -67,21 +67,6 @@ def _accepted_options(func: Callable[..., Any], options: dict[str, Any]) -> dict
         return options
     names = {p.name for p in parameters}
     return {k: v for k, v in options.items() if k in names}
-
-
-def _progress_bar() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
 
 
 def _row(outcome: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ off; links that end up outside the root always) with :class:`UnsafePathError`.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import secrets
@@ -471,23 +470,3 @@ def write_atomic(folder: str, name: str, data: bytes, on_written: Callable[[str]
         if os.path.lexists(temp):
             os.unlink(temp)
     return final
-
-
-def to_part10(item: Any) -> bytes:
-    """A pydicom Dataset as Part-10 bytes (preamble, DICM, file meta), as a file on disk must be."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    ds = item.copy()
-    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    if "TransferSyntaxUID" not in meta:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if "ImplementationClassUID" not in meta:
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
-    ds.preamble = getattr(ds, "preamble", None) or b"\0" * 128
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()

@@ -36,6 +36,7 @@ from datasources.query import SearchQuery, parse_search
 from datasources.results import InstanceOutcome, SeriesLoadTask, StoreResult
 
 from .. import imageids
+from ..part10 import to_part10
 from .config import LocalConfig
 from .files import (
     FileProblem,
@@ -47,7 +48,6 @@ from .files import (
     read_frames,
     safe_path,
     split_uri,
-    to_part10,
     write_atomic,
 )
 from .index import IndexReport, LocalIndex, Progress

@@ -18,6 +18,7 @@ from typing import Any
 from datasources.errors import BackendError, HTTPError
 from datasources.results import InstanceOutcome, StoreResult
 
+from ..part10 import to_part10
 from . import multipart
 from .client import DicomWebClient
 
@@ -48,26 +49,6 @@ def _uids(data: bytes) -> tuple[str | None, str | None]:
     return getattr(ds, "SOPInstanceUID", None), getattr(ds, "SOPClassUID", None)
 
 
-def _to_bytes(ds: Any) -> bytes:
-    """A pydicom Dataset as Part 10 (preamble, DICM, file meta): what a server stores and serves back."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    ds = ds.copy()
-    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    if "TransferSyntaxUID" not in meta:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if "ImplementationClassUID" not in meta:
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
-    ds.preamble = getattr(ds, "preamble", None) or b"\0" * 128
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def _prepare(index: int, item: Any) -> _Item:
     if isinstance(item, str | os.PathLike):
         origin = str(item)
@@ -80,7 +61,7 @@ def _prepare(index: int, item: Any) -> _Item:
     elif hasattr(item, "SOPInstanceUID") and hasattr(item, "save_as"):
         origin = f"dataset {index}"
         try:
-            data = _to_bytes(item)
+            data = to_part10(item)
         except Exception as exc:
             return _Item(origin, None, getattr(item, "SOPInstanceUID", None), None, f"cannot encode: {exc}")
     else:
