@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -681,3 +682,51 @@ def test_cli_studies_and_series_on_a_merge_source(extra: Extra, tmp_path: Path) 
     assert metadata.returncode == 0, metadata.stderr
     shown = {s["SeriesInstanceUID"]: s for s in json.loads(metadata.stdout)["series"]}
     assert shown[extra.new_series][TAG] == "extra" and len(shown[extra.new_series]["instances"]) == 2
+
+
+# -- docs/sources/merge.md, run as written -------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs/sources/merge.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    import re
+
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_the_page_runs_as_written(tmp_path: Path) -> None:
+    import shlex
+    import sys
+
+    config = next(b for b in doc_blocks("json") if '"dataSources":' in b)
+    (tmp_path / "merged.json").write_text(config, encoding="utf-8")
+    make_more, api = doc_blocks("python")
+    (tmp_path / "make_more.py").write_text(make_more, encoding="utf-8")
+    made = subprocess.run([sys.executable, "make_more.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    shared = made.stdout.strip()
+    assert shared == sample_document()["studies"][0]["StudyInstanceUID"]
+
+    exe = shutil.which("datasources")
+    assert exe
+    wide = {**os.environ, "COLUMNS": "250"}  # tables unfolded, names whole
+    outputs = []
+    for line in doc_blocks("bash")[0].splitlines():
+        argv = shlex.split(line.replace("<StudyInstanceUID>", shared))
+        done = subprocess.run([exe, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=wide)
+        assert done.returncode == 0, (line, done.stderr)
+        outputs.append(done)
+    everything, copies, series, partial = outputs
+    assert "Studies in merged (7)" in everything.stdout and "NEW^PATIENT" in everything.stdout
+    assert "COPY^OF^SAMPLE" not in everything.stdout  # the sample's copy wins
+    assert "Studies in merged (1)" in copies.stdout and "COPY^OF^SAMPLE" in copies.stdout
+    assert sorted(r[TAG] for r in json.loads(series.stdout)) == ["more", "sample", "sample"]
+    assert "Studies in partial (6)" in partial.stdout and "'gone'" in partial.stderr
+
+    (tmp_path / "api.py").write_text(api, encoding="utf-8")
+    ran = subprocess.run([sys.executable, "api.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    # every commented print in the page shows what it prints
+    expected = [line.split("# ", 1)[1].strip() for line in api.splitlines() if line.startswith("print(")]
+    assert ran.stdout.splitlines() == expected
