@@ -278,10 +278,12 @@ def test_members_are_searched_concurrently(extra: Extra) -> None:
         },
         extensions={"probe": probe_extension()},
     )
-    # sequential calls would leave the first member waiting at the barrier until it breaks
-    rows = h.get_data_source("m").query.studies.search()
+    try:
+        # sequential calls would leave the first member waiting at the barrier until it breaks
+        rows = h.get_data_source("m").query.studies.search()
+    finally:
+        del BARRIERS["both"]
     assert rows.failures == {} and extra.new_study in uids(rows)
-    del BARRIERS["both"]
 
 
 def test_series_are_tagged_with_the_member_they_come_from(host: Host, extra: Extra) -> None:
@@ -474,6 +476,18 @@ def test_study_uids_from_the_route_or_from_every_member(host: Host, extra: Extra
     assert ds.get_study_instance_uids(query={"StudyInstanceUIDs": "1.2,3.4"}) == ["1.2", "3.4"]
     assert ds.get_study_instance_uids() == [*extra.sample_studies, extra.new_study]
     assert ds.initialize(params={}, query={"StudyInstanceUIDs": "5.6"}) == ["5.6"]
+
+
+def test_delete_study_metadata_reaches_every_member(host: Host, extra: Extra) -> None:
+    ds = host.get_data_source("merged")
+    ds.retrieve.series.metadata(extra.shared_study)
+    assert extra.shared_study in host.metadata_store
+    ds.delete_study_metadata(extra.shared_study)
+    assert extra.shared_study not in host.metadata_store
+    for name in ("sample", "extra"):
+        assert [c[1] for c in host.get_data_source(name).helpers.calls("delete_study_metadata")] == [
+            (extra.shared_study,)
+        ]
 
 
 def test_config_and_helpers(host: Host) -> None:
@@ -730,3 +744,127 @@ def test_the_page_runs_as_written(tmp_path: Path) -> None:
     # every commented print in the page shows what it prints
     expected = [line.split("# ", 1)[1].strip() for line in api.splitlines() if line.startswith("print(")]
     assert ran.stdout.splitlines() == expected
+
+
+# -- a real PACS as a member (Orthanc on loopback) -----------------------------------------
+
+
+def _local_copy_of(orthanc_dataset: Any, folder: Path) -> dict[str, Any]:
+    """A DICOM JSON file holding the first series of Orthanc's ``lee-ct`` study (same UIDs) and a
+    series of its own, with a Part-10 file behind it."""
+    from support.dicomgen import StudySpec, make_study, write_datasets
+
+    spec = orthanc_dataset.study("lee-ct")
+    shared_ds = [d for d in orthanc_dataset.datasets_of(spec.study_uid) if d.SeriesInstanceUID == spec.series_uid(0)]
+    own = make_study(StudySpec("merge-local-own", n_series=1, n_instances=1))[0]
+    own.StudyInstanceUID = spec.study_uid
+    (own_file,) = write_datasets([own], folder / "files")
+
+    def instance(ds: Any, url: str | None) -> dict[str, Any]:
+        meta = {k: ds.get(k) for k in ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "Rows", "Columns")}
+        return {"metadata": meta, **({"url": url} if url else {})}
+
+    document = {
+        "studies": [
+            {
+                "StudyInstanceUID": spec.study_uid,
+                "PatientName": {"Alphabetic": "LOCAL^COPY"},
+                "series": [
+                    {
+                        "SeriesInstanceUID": spec.series_uid(0),
+                        "Modality": "CT",
+                        "SeriesDescription": "local copy",
+                        "instances": [instance(shared_ds[0], None)],
+                    },
+                    {
+                        "SeriesInstanceUID": own.SeriesInstanceUID,
+                        "Modality": own.Modality,
+                        "instances": [instance(own, f"dicomweb:files/{own_file.name}")],
+                    },
+                ],
+            }
+        ]
+    }
+    path = folder / "local.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return {"path": path, "spec": spec, "own": own, "own_file": own_file}
+
+
+def test_a_pacs_and_a_local_file_merged(orthanc_dataset: Any, tmp_path: Path) -> None:
+    local = _local_copy_of(orthanc_dataset, tmp_path)
+    spec = local["spec"]
+    url = orthanc_dataset.dicomweb_url
+    h = Host(
+        {
+            "dataSources": [
+                {
+                    "namespace": "default.dataSourcesModule.dicomweb",
+                    "sourceName": "pacs",
+                    "configuration": {"wadoRoot": url, "qidoRoot": url, "requestOptions": {"retries": 0}},
+                },
+                {"namespace": DICOMJSON, "sourceName": "local", "configuration": {"path": str(local["path"])}},
+                merge_entry("merged", ["pacs", "local"], "pacs"),
+            ]
+        }
+    )
+    ds = h.get_data_source("merged")
+    studies = ds.query.studies.search()
+    assert sorted(uids(studies)) == sorted(orthanc_dataset.study_uids)
+    assert studies.sources[spec.study_uid] == ("pacs", "local")
+    lee = next(r for r in studies if r["StudyInstanceUID"] == spec.study_uid)
+    assert lee["PatientName"]["Alphabetic"] == "LEE^ANNA^K"  # the PACS is listed first
+
+    series = {r["SeriesInstanceUID"]: r[TAG] for r in ds.query.series.search(spec.study_uid)}
+    own_series = local["own"].SeriesInstanceUID
+    assert series == {spec.series_uid(0): "pacs", spec.series_uid(1): "pacs", own_series: "local"}
+
+    loaded = ds.retrieve.series.metadata(spec.study_uid)
+    assert loaded.failures == {} and set(loaded) == set(series)
+    store = h.metadata_store
+    pacs_instances = store.get_series(spec.study_uid, spec.series_uid(0))["instances"]
+    assert len(pacs_instances) == spec.n_instances  # from Orthanc, not the local copy's one instance
+    own_instance = store.get_series(spec.study_uid, own_series)["instances"][0]
+
+    assert ds.get_image_ids_for_instance(pacs_instances[0]).startswith(f"wadors:{url}/studies/{spec.study_uid}")
+    assert ds.get_image_ids_for_instance(own_instance) == f"dicomweb:files/{local['own_file'].name}"
+    frame = pacs_instances[0]
+    (pixels,) = ds.retrieve.frames(spec.study_uid, spec.series_uid(0), frame["SOPInstanceUID"], 1)
+    assert pixels == orthanc_dataset.by_sop()[frame["SOPInstanceUID"]].PixelData
+    with pytest.raises(NotSupportedError) as caught:
+        ds.retrieve.frames(spec.study_uid, own_series, own_instance["SOPInstanceUID"], 1)
+    assert caught.value.source == "local"
+    private = next(
+        v for k, v in frame.items() if k.startswith("0029") and isinstance(v, Mapping) and "BulkDataURI" in v
+    )
+    data = ds.retrieve.bulk_data_uri(
+        private["BulkDataURI"], study_instance_uid=spec.study_uid, series_instance_uid=spec.series_uid(0)
+    )
+    assert len(data) == 512
+    assert Path(ds.retrieve.direct_url(own_instance)) == local["own_file"].resolve()
+    ds.helpers.close()
+
+
+def test_store_reaches_the_pacs_when_it_is_the_default(orthanc_empty: Any) -> None:
+    from support.dicomgen import StudySpec, make_study
+
+    url = orthanc_empty.dicomweb_url
+    h = Host(
+        {
+            "dataSources": [
+                {"namespace": DICOMJSON, "sourceName": "sample", "configuration": {"bundled": "sample"}},
+                {
+                    "namespace": "default.dataSourcesModule.dicomweb",
+                    "sourceName": "pacs",
+                    "configuration": {"wadoRoot": url, "qidoRoot": url, "requestOptions": {"retries": 0}},
+                },
+                merge_entry("merged", ["sample", "pacs"], "pacs"),
+            ]
+        }
+    )
+    datasets = make_study(StudySpec("merge-store", n_series=1, n_instances=2))
+    result = h.get_data_source("merged").store.dicom(datasets)
+    assert result.ok and len(result.stored) == 2
+    assert datasets[0].StudyInstanceUID in orthanc_empty.study_uids()
+    # and the stored study is found through the merge source at once
+    rows = h.get_data_source("merged").query.studies.search(StudyInstanceUID=datasets[0].StudyInstanceUID)
+    assert rows.sources == {datasets[0].StudyInstanceUID: ("pacs",)}
