@@ -868,3 +868,40 @@ def test_store_reaches_the_pacs_when_it_is_the_default(orthanc_empty: Any) -> No
     # and the stored study is found through the merge source at once
     rows = h.get_data_source("merged").query.studies.search(StudyInstanceUID=datasets[0].StudyInstanceUID)
     assert rows.sources == {datasets[0].StudyInstanceUID: ("pacs",)}
+
+
+def test_lazy_tasks_from_a_lazy_pacs_and_an_eager_file(orthanc_dataset: Any, tmp_path: Path) -> None:
+    local = _local_copy_of(orthanc_dataset, tmp_path)
+    spec = local["spec"]
+    url = orthanc_dataset.dicomweb_url
+    h = Host(
+        {
+            "dataSources": [
+                {
+                    "namespace": "default.dataSourcesModule.dicomweb",
+                    "sourceName": "pacs",
+                    "configuration": {"wadoRoot": url, "qidoRoot": url, "enableStudyLazyLoad": True},
+                },
+                {"namespace": DICOMJSON, "sourceName": "local", "configuration": {"path": str(local["path"])}},
+                merge_entry("merged", ["pacs", "local"], "pacs"),
+            ]
+        }
+    )
+    ds = h.get_data_source("merged")
+    tasks = ds.retrieve.series.metadata(spec.study_uid, return_tasks=True)
+    by_series = {t.metadata["SeriesInstanceUID"]: t for t in tasks}
+    own_series = local["own"].SeriesInstanceUID
+    assert {uid: t.metadata[TAG] for uid, t in by_series.items()} == {
+        spec.series_uid(0): "pacs",
+        spec.series_uid(1): "pacs",
+        own_series: "local",
+    }
+    assert not any(t.started for t in tasks)
+    results = [t.start() for t in tasks]
+    assert {r.result(timeout=30)[TAG] for r in results} == {"pacs", "local"}
+    store = h.metadata_store
+    for uid, task in by_series.items():
+        series = store.get_series(spec.study_uid, uid)
+        assert series[TAG] == task.metadata[TAG] and series["instances"]
+    assert len(store.get_series(spec.study_uid, spec.series_uid(0))["instances"]) == spec.n_instances
+    ds.helpers.close()
