@@ -1,0 +1,204 @@
+"""Frames of an instance from any source, and what media type they are.
+
+A source that can hand out frames exposes ``retrieve.frames(study, series, sop, [n, ...])``
+(frames counted from 1, as WADO-RS counts them; bytes as stored). For any other source the
+gateway reads the instance's ``PixelData`` through ``retrieve.bulk_data_uri`` (or its inline
+value) and cuts it into frames itself: native pixels by size, encapsulated ones by fragment.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from ..errors import MalformedResponseError, NotFoundError, NotSupportedError
+
+__all__ = [
+    "EXPLICIT_LE",
+    "MEDIA_FOR_TS",
+    "call_bulk_data_uri",
+    "frame_count",
+    "frame_size",
+    "is_encapsulated",
+    "part_media_type",
+    "source_frames",
+    "split_pixel_data",
+]
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_NATIVE = frozenset({"1.2.840.10008.1.2", EXPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
+
+#: Transfer syntax -> the media type WADO-RS names its frames with (PS3.18 Table 8.7.3-2).
+MEDIA_FOR_TS: dict[str, str] = {
+    EXPLICIT_LE: "application/octet-stream",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+}
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+
+
+def _int(meta: Mapping[str, Any], key: str, default: int | None = None) -> int | None:
+    value = meta.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return int(value) if value is not None and value != "" else default
+    except (TypeError, ValueError):
+        return default
+
+
+def frame_count(meta: Mapping[str, Any]) -> int:
+    return max(1, _int(meta, "NumberOfFrames", 1) or 1)
+
+
+def frame_size(meta: Mapping[str, Any]) -> int | None:
+    """Bytes in one native frame (None when the image attributes are missing or bit-packed)."""
+    rows, columns = _int(meta, "Rows"), _int(meta, "Columns")
+    if not rows or not columns:
+        return None
+    bits = _int(meta, "BitsAllocated", 16) or 16
+    samples = _int(meta, "SamplesPerPixel", 1) or 1
+    total = rows * columns * samples * bits
+    return total // 8 if total % 8 == 0 else None
+
+
+def is_encapsulated(data: bytes) -> bool:
+    """Encapsulated pixel data starts with the Basic Offset Table item (FFFE,E000)."""
+    return data[:4] == _ITEM_TAG
+
+
+def split_pixel_data(data: bytes, meta: Mapping[str, Any]) -> list[bytes]:
+    """Every frame of a PixelData value: fragments unwrapped, or native frames cut by size."""
+    count = frame_count(meta)
+    if is_encapsulated(data):
+        from pydicom.encaps import generate_frames
+
+        try:
+            return list(generate_frames(data, number_of_frames=count))
+        except Exception as exc:
+            raise MalformedResponseError(f"encapsulated pixel data cannot be split into frames: {exc}") from None
+    size = frame_size(meta)
+    if size is None:
+        if count > 1:
+            raise NotSupportedError("retrieve.frames", reason="multi-frame pixel data without usable image attributes")
+        return [bytes(data)]
+    if len(data) < size * count:
+        raise MalformedResponseError(f"pixel data holds {len(data)} bytes, {count} frame(s) need {size * count}")
+    return [bytes(data[i * size : (i + 1) * size]) for i in range(count)]
+
+
+def transfer_syntax_of(meta: Mapping[str, Any]) -> str | None:
+    """The transfer syntax an instance's metadata names, if any."""
+    for key in ("TransferSyntaxUID", "AvailableTransferSyntaxUID"):
+        value = meta.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def part_media_type(frame: bytes, meta: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``(media type, transfer syntax or None)`` of a frame as stored."""
+    size = frame_size(meta)
+    ts = transfer_syntax_of(meta)
+    if ts in _NATIVE or (size is not None and len(frame) in (size, size + 1) and ts not in MEDIA_FOR_TS):
+        return "application/octet-stream", EXPLICIT_LE
+    if ts in MEDIA_FOR_TS:
+        return MEDIA_FOR_TS[ts], ts
+    if frame[:2] == b"\xff\xd8":
+        return "image/jpeg", None
+    if frame[:4] == b"\xff\x4f\xff\x51" or frame[4:8] == b"jP  ":
+        return "image/jp2", None
+    return "application/octet-stream", None
+
+
+@lru_cache(maxsize=64)
+def _accepted(func: Callable[..., Any]) -> tuple[bool, frozenset[str]]:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return True, frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return True, frozenset()
+    return False, frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def call_bulk_data_uri(data_source: Any, uri: str, **context: Any) -> bytes:
+    """``retrieve.bulk_data_uri(uri, ...)`` with only the keyword arguments this source takes.
+
+    Sources differ: dicomjson wants ``tag``, dicomweb the study and series UIDs of a
+    relative URI, dicomlocal nothing. Each gets what its signature names.
+    """
+    func = data_source.retrieve.bulk_data_uri
+    takes_all, names = _accepted(func)
+    kwargs = context if takes_all else {k: v for k, v in context.items() if k in names}
+    data = func(uri, **kwargs)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedResponseError(f"retrieve.bulk_data_uri gave {type(data).__name__}, not bytes")
+    return bytes(data)
+
+
+def frames_reader(data_source: Any) -> Callable[..., list[bytes]] | None:
+    """The source's own frame reader: ``retrieve.frames``, else a ``frames`` helper, else None."""
+    if "frames" in data_source.retrieve:
+        return data_source.retrieve.frames
+    if "frames" in data_source.helpers:
+        return getattr(data_source.helpers, "frames")  # noqa: B009 - helpers resolve by name
+    return None
+
+
+def source_frames(
+    data_source: Any,
+    study: str,
+    series: str,
+    sop: str,
+    numbers: Sequence[int],
+    instance: Callable[[], Mapping[str, Any]],
+) -> list[bytes]:
+    """Frames ``numbers`` (from 1) of an instance; ``instance()`` gives its metadata when needed."""
+    reader = frames_reader(data_source)
+    if reader is not None:
+        frames = reader(study, series, sop, list(numbers))
+        if not isinstance(frames, list | tuple) or len(frames) != len(numbers):
+            raise MalformedResponseError(f"retrieve.frames gave {len(frames)} frames for {len(numbers)} asked")
+        return [bytes(f) for f in frames]
+    meta = instance()
+    count = frame_count(meta)
+    bad = [n for n in numbers if n > count]
+    if bad:
+        raise NotFoundError(f"frames {bad} do not exist; instance {sop} has {count} frame(s), from 1")
+    value = meta.get("PixelData")
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, Mapping) and value.get("InlineBinary"):
+        data = base64.b64decode(value["InlineBinary"])
+    elif isinstance(value, Mapping) and value.get("BulkDataURI"):
+        data = call_bulk_data_uri(
+            data_source,
+            value["BulkDataURI"],
+            tag="PixelData",
+            study_instance_uid=study,
+            series_instance_uid=series,
+        )
+    elif isinstance(value, bytes | bytearray):
+        data = bytes(value)
+    else:
+        raise NotFoundError(f"instance {sop} has no pixel data")
+    frames = split_pixel_data(data, meta)
+    return [frames[n - 1] for n in numbers]
