@@ -105,3 +105,30 @@ def test_console_script_is_installed() -> None:
     assert len(json.loads(result.stdout)) == 6
     bad = subprocess.run([exe, "studies", "--source", "x"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_a_failing_merge_member_is_a_warning_not_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    config = {
+        "defaultDataSourceName": "merged",
+        "dataSources": [
+            {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "sample",
+             "configuration": {"bundled": "sample"}},
+            {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "gone",
+             "configuration": {"path": str(tmp_path / "missing.json")}},
+            {"namespace": "default.dataSourcesModule.merge", "sourceName": "merged",
+             "configuration": {"seriesMerge": {"dataSourceNames": ["sample", "gone"]}}},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "app.json"
+    path.write_text(json.dumps(config))
+    code, out, err = run(capsys, "studies", "--config", str(path), "--json")
+    assert code == 0 and len(json.loads(out)) == 6
+    assert "warning: gone failed: NotFoundError" in err and "missing.json" in err
+
+
+def test_dicomjson_bulk_data_takes_the_mapping_too(sample_document: dict[str, Any]) -> None:
+    from datasources import Host
+
+    ds = Host().get_data_source("sample")
+    pixel = sample_document["studies"][0]["series"][0]["instances"][0]["metadata"]["PixelData"]
+    assert ds.retrieve.bulk_data_uri(pixel) == ds.retrieve.bulk_data_uri(pixel["BulkDataURI"])

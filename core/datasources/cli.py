@@ -57,6 +57,14 @@ def _progress_bar() -> Any:
     )
 
 
+def _note_failures(rows: Any) -> None:
+    """A source over several backends (merge) returns rows with ``failures``: say which, on stderr."""
+    from .errors import safe_message
+
+    for member, exc in (getattr(rows, "failures", None) or {}).items():
+        err.print(f"warning: {member} failed: {safe_message(exc)}", markup=False, highlight=False)
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     return typer.Exit(code)
@@ -230,6 +238,7 @@ def studies(
         params["offset"] = offset
     ds = _run(lambda: host.get_data_source(source))
     rows = _run(lambda: ds.query.studies.search(params))
+    _note_failures(rows)
     if json_output:
         _print_json(rows)
         return
@@ -262,6 +271,7 @@ def series(
     host = _host(config)
     ds = _run(lambda: host.get_data_source(source))
     rows = _run(lambda: ds.query.series.search(study_uid))
+    _note_failures(rows)
     if json_output:
         _print_json(rows)
         return

@@ -11,10 +11,12 @@ credentials removed (see :func:`redact_url`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
+    "AllMembersFailedError",
     "AuthenticationError",
     "BackendError",
     "BackendTimeoutError",
@@ -37,6 +39,7 @@ __all__ = [
     "UnknownNamespaceError",
     "UnsafePathError",
     "redact_url",
+    "safe_message",
 ]
 
 
@@ -214,3 +217,24 @@ class ConnectionFailedError(BackendError, ConnectionError):
 
 class MalformedResponseError(BackendError):
     """The backend answered, but with something that cannot be parsed (bad JSON, broken multipart)."""
+
+
+class AllMembersFailedError(BackendError):
+    """Every member of a merge source failed an operation; ``failures`` says how each did."""
+
+    def __init__(self, source: str | None, operation: str, failures: Mapping[str, BaseException]) -> None:
+        self.source = source
+        self.operation = operation
+        self.failures = dict(failures)
+        owner = f"merge source {source!r}" if source else "the merge source"
+        described = "; ".join(f"{name!r}: {safe_message(exc)}" for name, exc in self.failures.items())
+        super().__init__(f"{operation}: every member of {owner} failed: {described}")
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def safe_message(exc: BaseException) -> str:
+    """``Type: message`` with every URL in it redacted."""
+    text = _URL.sub(lambda m: redact_url(m.group(0)), str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -354,8 +354,11 @@ def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> 
             return backend.resolve(instance["url"])
         raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no URL for {tag}")
 
-    def bulk_data_uri(bulk_data_uri: str, *, tag: str = "PixelData", **_: Any) -> bytes:
-        """The bytes behind a BulkDataURI; a Part-10 file gives the value of ``tag`` in it."""
+    def bulk_data_uri(bulk_data_uri: str | Mapping[str, Any], *, tag: str = "PixelData", **_: Any) -> bytes:
+        """The bytes behind a BulkDataURI (the string or ``{"BulkDataURI": ...}``, as other sources take it);
+        a Part-10 file gives the value of ``tag`` in it."""
+        if isinstance(bulk_data_uri, Mapping):
+            bulk_data_uri = bulk_data_uri["BulkDataURI"]
         return _value_of(_read_bulk(bulk_data_uri), tag, bulk_data_uri)
 
     def _read_bulk(bulk_data_uri: str) -> bytes:
