@@ -114,3 +114,20 @@ def test_metadata_frames_and_relative_bulk_data(static_host: Any) -> None:
     assert ds.retrieve.frames(spec.study_uid, inst["SeriesInstanceUID"], inst["SOPInstanceUID"], 2) == [
         original.PixelData[size : 2 * size]
     ]
+
+
+def test_instance_filters(static_host: Any) -> None:
+    host, datasets = static_host
+    ds = host.active_data_source
+    spec = SPECS[0]
+    mine = [d for d in datasets if d.StudyInstanceUID == spec.study_uid]
+    series_uid = mine[0].SeriesInstanceUID
+    in_series = [d for d in mine if d.SeriesInstanceUID == series_uid]
+    rows = ds.query.instances.search(spec.study_uid, series_uid)
+    assert sorted(r["SOPInstanceUID"] for r in rows) == sorted(d.SOPInstanceUID for d in in_series)
+    second = ds.query.instances.search(spec.study_uid, series_uid, InstanceNumber="2")
+    assert [r["SOPInstanceUID"] for r in second] == [d.SOPInstanceUID for d in in_series if d.InstanceNumber == 2]
+    one = in_series[0].SOPInstanceUID
+    assert [r["SOPInstanceUID"] for r in ds.query.instances.search(spec.study_uid, series_uid, SOPInstanceUID=one)] == [
+        one
+    ]
