@@ -40,6 +40,7 @@ from ..errors import (
     StoreError,
     UnknownDataSourceError,
     UnsafePathError,
+    safe_message,
 )
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def status_for(exc: BaseException) -> int:
     if isinstance(exc, AuthenticationError):
         return 502  # the backend refused the gateway's own credentials: not the client's fault
     if isinstance(exc, HTTPError):
-        return 404 if exc.status in (404, 410) else 502
+        return {400: 400, 404: 404, 410: 404}.get(exc.status, 502)
     if isinstance(exc, BackendError):
         return 502
     return 500
@@ -329,14 +330,32 @@ def _public_path(path: str) -> bool:
     return path in ("/", "/favicon.ico") or path.startswith("/browser/")
 
 
+def client_message(exc: BaseException) -> str:
+    """What a client is told. A backend's failure is named, not detailed: its URLs and answers
+    describe the network behind the gateway, so they go to the gateway's log only."""
+    if isinstance(exc, HTTPError):
+        verb = "refused the request" if 400 <= exc.status < 500 else "failed"
+        return f"the data source's backend {verb} (HTTP {exc.status})"
+    if isinstance(exc, BackendError):
+        return f"the data source's backend failed ({type(exc).__name__})"
+    return str(exc)
+
+
 async def _datasources_error(request: Request, exc: Exception) -> Response:
     status = status_for(exc)
-    if status >= 500:
-        log.error("gateway: %s %s -> %d %s: %s", request.method, request.url.path, status, type(exc).__name__, exc)
+    if status >= 500 or isinstance(exc, BackendError):
+        log.log(
+            logging.ERROR if status >= 500 else logging.WARNING,
+            "gateway: %s %s -> %d: %s",
+            request.method,
+            request.url.path,
+            status,
+            safe_message(exc),
+        )
     headers = {}
     if isinstance(exc, NotSupportedError) and request.method == "POST" and exc.operation == "store.dicom":
         status, headers = 405, {"Allow": "GET, HEAD"}
-    return error_response(status, str(exc), type(exc).__name__, headers)
+    return error_response(status, client_message(exc), type(exc).__name__, headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -444,10 +444,12 @@ class DicomWebRoutes:
         numbers = _frame_numbers(request.path_params["frames"])
 
         def work() -> tuple[list[bytes], Mapping[str, Any]]:
+            meta = self.gateway.cached_instance(name, study, series, sop)
+            if meta is not None and max(numbers) > frame_count(meta):
+                raise NotFoundError(f"instance {sop} has {frame_count(meta)} frame(s), counted from 1: not {numbers}")
             loader = lambda: self.gateway.instance(name, data_source, study, series, sop)  # noqa: E731
             frames = source_frames(data_source, study, series, sop, numbers, loader)
-            meta = self.gateway.cached_instance(name, study, series, sop) or {}
-            return frames, meta
+            return frames, meta or self.gateway.cached_instance(name, study, series, sop) or {}
 
         frames, meta = await run_in_threadpool(work)
         media, ts = part_media_type(frames[0], meta) if frames else ("application/octet-stream", None)
