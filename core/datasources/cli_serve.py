@@ -44,6 +44,12 @@ TtlOpt = Annotated[
     float,
     typer.Option("--metadata-ttl", help="Seconds a study's metadata is reused before it is fetched again.", min=0),
 ]
+PublicOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--public-url", help="The gateway's URL as clients see it, behind a reverse proxy (for URLs in answers)."
+    ),
+]
 LogOpt = Annotated[str, typer.Option("--log-level", help="critical, error, warning, info or debug.")]
 
 
@@ -79,6 +85,7 @@ def serve(
     token_env: TokenEnvOpt = None,
     cors: CorsOpt = None,
     metadata_ttl: TtlOpt = 30.0,
+    public_url: PublicOpt = None,
     log_level: LogOpt = "info",
     strict: StrictOpt = False,
 ) -> None:
@@ -112,6 +119,7 @@ def serve(
             cors_origins=cors or None,
             default_source=default,
             metadata_ttl=metadata_ttl,
+            public_url=public_url,
         )
     )
     gateway = app.state.gateway

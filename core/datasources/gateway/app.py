@@ -170,6 +170,7 @@ class Gateway:
         metadata_ttl: float = 30.0,
         max_cached_studies: int = 200,
         max_stow_bytes: int = 1 << 30,
+        public_url: str | None = None,
     ) -> None:
         self.host = host
         names = list(dict.fromkeys(sources)) if sources else list(host.source_names)
@@ -197,12 +198,31 @@ class Gateway:
         self.metadata_ttl = float(metadata_ttl)
         self.max_cached_studies = int(max_cached_studies)
         self.max_stow_bytes = int(max_stow_bytes)
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"gateway: public_url must be an http(s) URL, not {public_url!r}")
+        self.public_url = public_url.rstrip("/") if public_url else None
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, _KeyLock] = weakref.WeakValueDictionary()
         self._state = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Gateway sources={list(self.sources)!r} default={self.default_source!r}>"
+
+    def base_url(self, request: Request) -> str:
+        """The gateway's own URL, for the RetrieveURLs and BulkDataURIs it hands out.
+
+        ``public_url`` when configured (behind a reverse proxy). Otherwise the request's Host
+        header, with the port the connection came in on when the header has none and that
+        port is not the scheme's default: dicomweb-client sends ``Host: 127.0.0.1`` without
+        the port, and a URL built from that points at port 80.
+        """
+        if self.public_url:
+            return self.public_url
+        url = request.base_url
+        server = request.scope.get("server")
+        if url.port is None and server and server[1] not in (None, {"http": 80, "https": 443}.get(url.scheme)):
+            url = url.replace(port=server[1])
+        return str(url).rstrip("/")
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -382,6 +402,7 @@ def create_app(
     metadata_ttl: float = 30.0,
     max_cached_studies: int = 200,
     max_stow_bytes: int = 1 << 30,
+    public_url: str | None = None,
     gzip: bool = True,
 ) -> Starlette:
     """The ASGI application serving ``host``'s sources (all, or ``sources``) as DICOMweb.
@@ -389,7 +410,8 @@ def create_app(
     ``token``: when given, every request but the browser page needs ``Authorization:
     Bearer <token>``. ``cors_origins``: origins a browser viewer may call from (``["*"]``
     for any). ``metadata_ttl``: seconds a study's metadata is served from the store before
-    it is fetched again.
+    it is fetched again. ``public_url``: the gateway's address as clients see it, when a
+    reverse proxy stands in front (URLs in answers are built from it).
     """
     try:
         from starlette.applications import Starlette
@@ -410,6 +432,7 @@ def create_app(
         metadata_ttl=metadata_ttl,
         max_cached_studies=max_cached_studies,
         max_stow_bytes=max_stow_bytes,
+        public_url=public_url,
     )
     routes = DicomWebRoutes(gateway).routes() + browser_routes(gateway)
     middleware: list[Middleware] = []

@@ -36,7 +36,7 @@ def browser_routes(gateway: Gateway) -> list[BaseRoute]:
 
     async def sources(request: Request) -> Response:
         infos = {info.source_name: info for info in gateway.host.data_sources}
-        base = str(request.base_url).rstrip("/")
+        base = gateway.base_url(request)
         listed = []
         for name in gateway.sources:
             info = infos.get(name)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
+import attrs
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -21,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import DatasetError, InvalidQueryError, NotFoundError, NotSupportedError
-from ..naturalize import denaturalize, is_tag, keyword_for_tag
+from ..naturalize import denaturalize, is_tag, keyword_for_tag, vr_for_keyword
 from ..query import SearchQuery, parse_search
 from . import multipart
 from .app import DICOM_JSON, Gateway
@@ -78,6 +79,20 @@ def _filters_of(request: Request) -> dict[str, Any]:
         else:
             filters[name] = value
     return filters
+
+
+# Free-text VRs: a comma in their values is text. In any other VR it separates values (PS3.18 8.3.4.1)
+_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN", "AE", "UR"})
+
+
+def _split_lists(query: SearchQuery) -> SearchQuery:
+    """``ModalitiesInStudy=CT,MR`` or ``StudyInstanceUID=1.2,1.3``: any of the comma-separated values."""
+    changed = {}
+    for key, given in query.filters.items():
+        if isinstance(given, str) and "," in given and vr_for_keyword(key.rsplit(".", 1)[-1]) not in _TEXT_VRS:
+            parts = [part for part in given.split(",") if part]
+            changed[key] = parts[0] if len(parts) == 1 else parts
+    return attrs.evolve(query, filters={**query.filters, **changed}) if changed else query
 
 
 def _accepts(request: Request, *media: str) -> bool:
@@ -238,7 +253,7 @@ class DicomWebRoutes:
         """The source a request is for, and the gateway URL its DICOMweb root has."""
         given = request.path_params.get("source")
         name, data_source = self.gateway.data_source(given)
-        base = str(request.base_url).rstrip("/")
+        base = self.gateway.base_url(request)
         root = f"{base}/dicom-web" if given is None else f"{base}/{quote(name, safe='')}/dicom-web"
         return name, data_source, root
 
@@ -282,7 +297,7 @@ class DicomWebRoutes:
     ) -> Response:
         _require_json(request)
         _, data_source, root = self._context(request)
-        query = parse_search(level, _filters_of(request))
+        query = _split_lists(parse_search(level, _filters_of(request)))
 
         def work() -> bytes:
             rows = self._search(data_source, query, study, series)
