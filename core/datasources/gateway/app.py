@@ -22,7 +22,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -149,6 +149,8 @@ class _Loaded:
     source: str
     at: float
     series: frozenset[str] | None  # None: the whole study
+    # WADO-RS metadata bodies already made from this load: (series or None, gateway root) -> JSON
+    bodies: dict[tuple[str | None, str], bytes] = field(default_factory=dict)
 
 
 class _KeyLock:
@@ -296,6 +298,35 @@ class Gateway:
                     self._drop(key, old)
                 finally:
                     lock.lock.release()
+
+    def metadata_body(
+        self,
+        name: str,
+        data_source: DataSource,
+        study: str,
+        series: str | None,
+        root: str,
+        render: Callable[[list[dict[str, Any]]], bytes],
+    ) -> bytes:
+        """The WADO-RS metadata of a study (or one series) as JSON bytes, made once per load.
+
+        Denaturalizing a 1000-instance study costs about 150 ms; while the study's metadata
+        is fresh, the same answer is served again from memory.
+        """
+        with self._lock_for(study).lock:
+            if series is None:
+                instances = self.study_instances(name, data_source, study)
+            else:
+                instances = self.series_instances(name, data_source, study, series)
+            with self._state:
+                entry = self._loaded.get(study)
+            key = (series, root)
+            if entry is not None and key in entry.bodies:
+                return entry.bodies[key]
+            body = render(instances)
+            if entry is not None and entry.source == name:
+                entry.bodies[key] = body
+            return body
 
     def study_instances(self, name: str, data_source: DataSource, study: str) -> list[dict[str, Any]]:
         """Every instance of a study, as the store holds it (loaded first if need be)."""

@@ -427,7 +427,8 @@ class DicomWebRoutes:
         study = request.path_params["study"]
 
         def work() -> bytes:
-            return self._metadata(self.gateway.study_instances(name, data_source, study), root, study)
+            render = lambda instances: self._metadata(instances, root, study)  # noqa: E731
+            return self.gateway.metadata_body(name, data_source, study, None, root, render)
 
         return Response(await run_in_threadpool(work), media_type=DICOM_JSON)
 
@@ -437,7 +438,8 @@ class DicomWebRoutes:
         study, series = request.path_params["study"], request.path_params["series"]
 
         def work() -> bytes:
-            return self._metadata(self.gateway.series_instances(name, data_source, study, series), root, study)
+            render = lambda instances: self._metadata(instances, root, study)  # noqa: E731
+            return self.gateway.metadata_body(name, data_source, study, series, root, render)
 
         return Response(await run_in_threadpool(work), media_type=DICOM_JSON)
 

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""QIDO and study metadata through the gateway, against the same calls to Orthanc directly.
+
+One real Orthanc on 127.0.0.1 (as the tests start it) holds study A (1 series x 1000
+instances), study B (10 series x 100 instances) and 1000 single-instance studies. Two gateways
+run as real ``datasources serve`` processes with a dicomweb source on that Orthanc:
+
+- ``cold`` (``--metadata-ttl 0``): every metadata request goes to Orthanc (QIDO for the series,
+  WADO-RS metadata per series, naturalize, the store, denaturalize, JSON);
+- ``warm`` (the default TTL): metadata served from the store once fetched.
+
+The client is the same for every call (a ``requests`` session, gzip on, ``orjson.loads``), and
+the calls are interleaved run by run. Orthanc, the gateways and the client share the machine.
+Goals (ours; the issue sets none): cold study metadata at most 2.5x Orthanc, warm at most 1.0x,
+QIDO at most 2.0x.
+
+    python bench/bench_gateway.py [--runs 7] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import requests
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
+from support.orthanc import OrthancServer  # noqa: E402
+
+GOALS = {"qido": 2.0, "cold": 2.5, "warm": 1.0}
+
+
+def load(server: OrthancServer, specs: list[StudySpec]) -> None:
+    batch: list[bytes] = []
+    for spec in specs:
+        for ds in iter_study(spec):
+            batch.append(dataset_to_bytes(ds))
+            if len(batch) >= 200:
+                server.upload(batch, workers=2)
+                batch = []
+    if batch:
+        server.upload(batch, workers=2)
+
+
+@contextmanager
+def gateway(config: Path, *extra: str) -> Iterator[str]:
+    """A ``datasources serve`` process; yields its DICOMweb root for the source ``orthanc``."""
+    exe = shutil.which("datasources")
+    if exe is None:
+        raise SystemExit("the datasources script is not installed (pip install -e '.[gateway]')")
+    process = subprocess.Popen(
+        [exe, "serve", "-c", str(config), "--port", "0", "--log-level", "warning", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        if not first.startswith("datasources gateway on "):
+            raise SystemExit(f"the gateway did not start: {first!r}")
+        base = first.split()[3]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"{base}/favicon.ico", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the gateway does not answer") from None
+                time.sleep(0.05)
+        yield f"{base}/orthanc/dicom-web"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run(methods: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
+    for method in methods.values():  # warm up: connections, imports, the warm gateway's store
+        method()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(runs):
+        for name, method in methods.items():  # interleaved: drift hits every method alike
+            start = time.perf_counter()
+            method()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def table(title: str, times: dict[str, list[float]], baseline: str, goals: dict[str, float]) -> list[str]:
+    medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    lines = [
+        f"### {title}",
+        "",
+        "| method | median ms | min ms |",
+        "| --- | --- | --- |",
+        *(f"| {name} | {medians[name]:.1f} | {min(t) * 1000:.1f} |" for name, t in times.items()),
+        "",
+    ]
+    for name in times:
+        if name != baseline:
+            ratio = medians[name] / medians[baseline]
+            goal = goals.get(name)
+            verdict = f" (goal <= {goal}x: {'met' if ratio <= goal else 'MISSED'})" if goal else ""
+            lines.append(f"- {name} / {baseline}: {ratio:.2f}x{verdict}")
+    return [*lines, ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--qido-studies", type=int, default=1000)
+    parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
+    args = parser.parse_args()
+
+    study_a = StudySpec("benchA", n_series=1, n_instances=1000, rows=64, cols=64)
+    study_b = StudySpec("benchB", modality="MR", n_series=10, n_instances=100, rows=64, cols=64)
+    singles = [
+        StudySpec(
+            f"bench1k-{i}", patient_name=f"PATIENT^{i:04d}", patient_id=f"P{i:05d}", n_instances=1, rows=8, cols=8
+        )
+        for i in range(args.qido_studies)
+    ]
+    lines: list[str] = []
+    with OrthancServer() as server, tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        load(server, [study_a, study_b, *singles])
+        print(f"loaded {server.instance_count()} instances in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        orthanc = server.dicomweb_url
+        config = Path(tmp) / "gateway.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "dataSources": [
+                        {
+                            "namespace": "default.dataSourcesModule.dicomweb",
+                            "sourceName": "orthanc",
+                            "configuration": {"qidoRoot": orthanc, "wadoRoot": orthanc},
+                        }
+                    ]
+                }
+            )
+        )
+        session = requests.Session()
+
+        def get(url: str) -> object:
+            response = session.get(url, headers={"Accept": "application/dicom+json"})
+            response.raise_for_status()
+            return orjson.loads(response.content)
+
+        with gateway(config, "--metadata-ttl", "0") as cold, gateway(config, "--metadata-ttl", "3600") as warm:
+            for label, query in (
+                (f"QIDO: all {args.qido_studies + 2} studies", "studies"),
+                ("QIDO: PatientID=P001*", "studies?PatientID=P001*"),
+            ):
+                count = len(get(f"{orthanc}/{query}"))  # type: ignore[arg-type]
+                assert count == len(get(f"{cold}/{query}")), "the gateway and Orthanc disagree"  # type: ignore[arg-type]
+                times = run(
+                    {"orthanc": lambda q=query: get(f"{orthanc}/{q}"), "qido": lambda q=query: get(f"{cold}/{q}")},
+                    args.runs,
+                )
+                lines += table(f"{label}, {count} rows", times, "orthanc", GOALS)
+            for label, spec in (("A: 1 series x 1000 instances", study_a), ("B: 10 series x 100 instances", study_b)):
+                path = f"studies/{spec.study_uid}/metadata"
+                count = len(get(f"{orthanc}/{path}"))  # type: ignore[arg-type]
+                assert count == len(get(f"{cold}/{path}")) == len(get(f"{warm}/{path}"))  # type: ignore[arg-type]
+                times = run(
+                    {
+                        "orthanc": lambda p=path: get(f"{orthanc}/{p}"),
+                        "cold": lambda p=path: get(f"{cold}/{p}"),
+                        "warm": lambda p=path: get(f"{warm}/{p}"),
+                    },
+                    args.runs,
+                )
+                lines += table(f"Study metadata {label}", times, "orthanc", GOALS)
+    print("\n".join(lines))
+    if args.record:
+        with (HERE / "RESULTS.md").open("a", encoding="utf-8") as out:
+            out.write(f"\n## Gateway, {dt.date.today().isoformat()}\n\n")
+            out.write(
+                f"`python bench/bench_gateway.py --runs {args.runs} --record`: the same GETs (requests, gzip, "
+                "orjson) to one Orthanc 1.10 directly and through `datasources serve` (dicomweb source on that "
+                "Orthanc; `cold` = `--metadata-ttl 0`, every request fetched from Orthanc; `warm` = served from "
+                f"the store). Orthanc, two gateways and the client share {os.cpu_count()} cores.\n\n" + "\n".join(lines)
+            )
+
+
+if __name__ == "__main__":
+    main()
