@@ -443,6 +443,32 @@ def test_a_stow_into_a_served_study_is_seen_at_once(local: tuple[Host, TestClien
     assert len(client.get(f"/dicom-web/studies/{study}/metadata").json()) == 2  # metadata_ttl notwithstanding
 
 
+def test_a_merge_source(tmp_path: Path) -> None:
+    """Searches fan out, frames come from the member's reader or, when it has none, from its pixel data."""
+    merge = {"seriesMerge": {"dataSourceNames": ["sample", "folder"], "defaultDataSourceName": "folder"}}
+    host = Host({"dataSources": [
+        {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "sample",
+         "configuration": {"bundled": "sample"}},
+        {"namespace": "default.dataSourcesModule.dicomlocal", "sourceName": "folder",
+         "configuration": {"root": str(tmp_path), "cache": str(tmp_path / "index.sqlite")}},
+        {"namespace": "default.dataSourcesModule.merge", "sourceName": "merged", "configuration": merge},
+    ], "defaultDataSourceName": "merged"})  # fmt: skip
+    client = TestClient(create_app(host))
+    datasets = make_study(StudySpec("gw-merge", patient_name="MERGE^ME", n_instances=2))
+    body, headers = stow_body([dataset_to_bytes(ds) for ds in datasets])
+    assert client.post("/dicom-web/studies", content=body, headers=headers).status_code == 200  # to the folder
+    assert len(client.get("/dicom-web/studies").json()) == 7
+    new = datasets[0]
+    frames = client.get(
+        f"/dicom-web/studies/{new.StudyInstanceUID}/series/{new.SeriesInstanceUID}/instances/{new.SOPInstanceUID}/frames/1"
+    )
+    assert [p.content for p in parts_of(frames)] == [new.PixelData]
+    study, series, sop = first_instance(client)
+    old = client.get(f"/dicom-web/studies/{study}/series/{series}/instances/{sop}/frames/1")
+    assert old.status_code == 200 and [p.content for p in parts_of(old)] == [sample_file(sop).PixelData]
+    assert client.get(f"/dicom-web/studies/{study}/series/{series}/thumbnail").status_code == 200
+
+
 # -- metadata freshness and several sources ----------------------------------------------------
 
 

@@ -174,10 +174,16 @@ def source_frames(
     """Frames ``numbers`` (from 1) of an instance; ``instance()`` gives its metadata when needed."""
     reader = frames_reader(data_source)
     if reader is not None:
-        frames = reader(study, series, sop, list(numbers))
-        if not isinstance(frames, list | tuple) or len(frames) != len(numbers):
-            raise MalformedResponseError(f"retrieve.frames gave {len(frames)} frames for {len(numbers)} asked")
-        return [bytes(f) for f in frames]
+        try:
+            frames = reader(study, series, sop, list(numbers))
+        except NotSupportedError:
+            frames = None  # a merge source whose member has no reader: cut the pixel data here
+        if frames is not None:
+            if not isinstance(frames, list | tuple):
+                raise MalformedResponseError(f"retrieve.frames gave {type(frames).__name__}, not a list of frames")
+            if len(frames) != len(numbers):
+                raise MalformedResponseError(f"retrieve.frames gave {len(frames)} frames for {len(numbers)} asked")
+            return [bytes(f) for f in frames]
     meta = instance()
     count = frame_count(meta)
     bad = [n for n in numbers if n > count]
