@@ -318,6 +318,11 @@ def test_multiframe_native_and_encapsulated_through_the_fallback(tmp_path: Path)
     assert parts_of(response)[0].content_type == f"image/dicom-rle; transfer-syntax={RLELossless}"
     plain = 'multipart/related; type="application/octet-stream"'  # uncompressed only, by the standard
     assert client.get(f"{base}/{rle.SOPInstanceUID}/frames/1", headers={"Accept": plain}).status_code == 406
+    ohif = client.get(f"{base}/{rle.SOPInstanceUID}/frames/2", headers={"Accept": plain + "; transfer-syntax=*"})
+    assert [p.content for p in parts_of(ohif)] == [expected[1]]  # as stored, labelled with its transfer syntax
+    assert parts_of(ohif)[0].content_type == f"application/octet-stream; transfer-syntax={RLELossless}"
+    single = client.get(f"{base}/{rle.SOPInstanceUID}/frames/3", headers={"Accept": "image/dicom-rle"})
+    assert single.content == expected[2] and single.headers["content-type"].startswith("image/dicom-rle")
     assert client.get(f"{base}/{native.SOPInstanceUID}/frames/6").status_code == 404
 
 

@@ -178,36 +178,46 @@ class _Negotiated:
 
     def __init__(self, multipart: bool, media_type: str) -> None:
         self.multipart = multipart
-        self.type = media_type
+        self.type = media_type  # what the parts (or the single body) are labelled
+
+
+_ANY = frozenset({"*", "*/*"})
 
 
 def _negotiate(request: Request, media: str, ts: str | None, count: int) -> _Negotiated:
-    """Pick multipart or single part for frames / bulk data of ``media`` (stored as ``ts``)."""
+    """Multipart or one part, and the label, for frames / bulk data of ``media`` stored as ``ts``.
+
+    ``type="application/octet-stream"`` takes native pixels; with ``transfer-syntax=*`` (what
+    OHIF sends) or the stored transfer syntax it also takes compressed ones, labelled with
+    their transfer syntax, as PACS answer it. Without either it means uncompressed only, and
+    compressed frames are a 406: the gateway does not transcode.
+    """
     header = request.headers.get("accept")
     if not header:
         return _Negotiated(True, media)
-    compressed = media != "application/octet-stream" or (ts not in (None, EXPLICIT_LE))
+    native = media == "application/octet-stream" and ts in (None, EXPLICIT_LE)
     for item in header.split(","):
         kind, params = multipart.split_media_type(item)
-        wanted_ts = params.get("transfer-syntax")
-        if kind == "multipart/related":
-            part_type = params.get("type", "application/octet-stream").lower()
-            if part_type in ("*/*", "*"):
-                return _Negotiated(True, media)
-            if part_type == media and (wanted_ts in (None, "*") or wanted_ts == ts or not compressed):
-                if part_type == "application/octet-stream" and compressed and wanted_ts != "*":
-                    continue  # octet-stream without transfer-syntax=* means uncompressed
-                return _Negotiated(True, media)
-        elif kind in ("*/*", "multipart/*"):
+        if kind in _ANY or kind == "multipart/*":
             return _Negotiated(True, media)
-        elif count == 1 and kind == media:
-            if media == "application/octet-stream" and compressed and wanted_ts != "*":
-                continue
-            return _Negotiated(False, media)
+        if kind == "multipart/related":
+            several, part = True, params.get("type", "application/octet-stream").lower()
+        elif count == 1:
+            several, part = False, kind
+        else:
+            continue
+        wanted_ts = params.get("transfer-syntax")
+        if part in _ANY:
+            return _Negotiated(several, media)
+        if part == "application/octet-stream" and (native or wanted_ts == "*" or (ts and wanted_ts == ts)):
+            return _Negotiated(several, "application/octet-stream")
+        if part == media and (wanted_ts in (None, "*") or wanted_ts == ts):
+            return _Negotiated(several, media)
     raise HTTPException(
         406,
         f"the frames are {media}" + (f" (transfer syntax {ts})" if ts else "") + "; ask for "
-        f'multipart/related; type="{media}"' + ("; transfer-syntax=*" if compressed else ""),
+        f'multipart/related; type="{media}"'
+        + ("" if native else ' or type="application/octet-stream"; transfer-syntax=*'),
     )
 
 
@@ -471,10 +481,11 @@ class DicomWebRoutes:
         frames, meta = await run_in_threadpool(work)
         media, ts = part_media_type(frames[0], meta) if frames else ("application/octet-stream", None)
         chosen = _negotiate(request, media, ts, len(frames))
+        label = _part_type(chosen.type, ts)
         if not chosen.multipart:
-            return Response(frames[0], media_type=_part_type(media, ts))
-        body, boundary = multipart.build([(f, _part_type(media, ts)) for f in frames])
-        content_type = f'multipart/related; type="{media}"; boundary={boundary}'
+            return Response(frames[0], media_type=label)
+        body, boundary = multipart.build([(f, label) for f in frames])
+        content_type = f'multipart/related; type="{chosen.type}"; boundary={boundary}'
         if ts:
             content_type += f"; transfer-syntax={ts}"
         return Response(body, headers={"Content-Type": content_type})
