@@ -40,6 +40,7 @@ from datasources.errors import (
 from datasources.gateway import create_app
 from datasources.gateway import multipart as mp
 from datasources.gateway.app import status_for
+from datasources.gateway.dicomweb import qido_row_keys
 from datasources.naturalize import naturalize
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClient; httpx works the same
@@ -168,6 +169,9 @@ def test_series_and_instances_in_a_study(client: TestClient, sample_host: Host) 
     assert rows[0]["00200011"]["vr"] == "IS" and rows[0]["00201209"]["vr"] == "IS"
     everything = client.get(f"/dicom-web/studies/{LEE_CT}/instances").json()
     assert len(everything) == 7 and {value(r, "0020000E") for r in everything} == {value(r, "0020000E") for r in rows}
+    # PS3.18 6.7.1.2: the less a search is scoped, the more levels' attributes its rows carry
+    assert "Modality" in qido_row_keys("instance", True) and "Modality" not in qido_row_keys("instance", True, True)
+    assert "PatientName" in qido_row_keys("series", False) and "PatientName" not in qido_row_keys("series", True)
     assert client.get("/dicom-web/studies/1.2.3.4/series").json() == []  # a search finds nothing: 200 []
 
 

@@ -60,13 +60,16 @@ SERIES_FILTERS = SERIES_KEYS - {"StudyInstanceUID", "SpecificCharacterSet", "Ret
 _NO_STUDY_SEARCH = (NotFoundError, InvalidQueryError, NotSupportedError, TypeError)
 
 
-def qido_row_keys(level: str, scoped: bool) -> frozenset[str]:
-    """The default attributes of a QIDO row at ``level``; unscoped searches add the levels above."""
+def qido_row_keys(level: str, study: bool, series: bool = False) -> frozenset[str]:
+    """The default attributes of a QIDO row at ``level``; a search not scoped to a study (or to a
+    series) also returns the attributes of the levels above, as PS3.18 6.7.1.2 lists them."""
     if level == "study":
         return STUDY_KEYS
     if level == "series":
-        return SERIES_KEYS if scoped else SERIES_KEYS | STUDY_KEYS
-    return INSTANCE_KEYS if scoped else INSTANCE_KEYS | SERIES_KEYS | STUDY_KEYS
+        return SERIES_KEYS if study else SERIES_KEYS | STUDY_KEYS
+    if series:
+        return INSTANCE_KEYS
+    return INSTANCE_KEYS | SERIES_KEYS if study else INSTANCE_KEYS | SERIES_KEYS | STUDY_KEYS
 
 
 def _filters_of(request: Request) -> dict[str, Any]:
@@ -311,15 +314,15 @@ class DicomWebRoutes:
 
         def work() -> bytes:
             rows = self._search(data_source, query, study, series)
-            keys = None if "all" in query.includefield else self._keys(query, study is not None)
+            keys = None if "all" in query.includefield else self._keys(query, study is not None, series is not None)
             return orjson.dumps([self._qido_row(row, query.level, keys, root, study, series) for row in rows])
 
         return Response(await run_in_threadpool(work), media_type=DICOM_JSON)
 
     @staticmethod
-    def _keys(query: SearchQuery, scoped: bool) -> frozenset[str]:
+    def _keys(query: SearchQuery, study: bool, series: bool) -> frozenset[str]:
         extra = {key.split(".", 1)[0] for key in query.filters} | set(query.includefield)
-        return qido_row_keys(query.level, scoped) | extra
+        return qido_row_keys(query.level, study, series) | extra
 
     @staticmethod
     def _params(query: SearchQuery, keys: Callable[[str], bool] | None = None, paging: bool = True) -> dict[str, Any]:
