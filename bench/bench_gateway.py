@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
 from support.orthanc import OrthancServer  # noqa: E402
 
-GOALS = {"qido": 2.0, "cold": 2.5, "warm": 1.0}
+GOALS = {"gateway": 2.0, "cold": 2.5, "warm": 1.0}  # gateway: QIDO through the gateway
 
 
 def load(server: OrthancServer, specs: list[StudySpec]) -> None:
@@ -176,7 +176,7 @@ def main() -> None:
                 count = len(get(f"{orthanc}/{query}"))  # type: ignore[arg-type]
                 assert count == len(get(f"{cold}/{query}")), "the gateway and Orthanc disagree"  # type: ignore[arg-type]
                 times = run(
-                    {"orthanc": lambda q=query: get(f"{orthanc}/{q}"), "qido": lambda q=query: get(f"{cold}/{q}")},
+                    {"orthanc": lambda q=query: get(f"{orthanc}/{q}"), "gateway": lambda q=query: get(f"{cold}/{q}")},
                     args.runs,
                 )
                 lines += table(f"{label}, {count} rows", times, "orthanc", GOALS)
