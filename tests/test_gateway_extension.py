@@ -23,6 +23,7 @@ from datasources.gateway import create_app
 from datasources.interface import IWebApiDataSource, not_supported
 from datasources.matching import filter_records
 from datasources.query import parse_search
+from support.dicomgen import StudySpec, dataset_to_bytes, make_study
 from test_gateway_support import served
 
 with warnings.catch_warnings():
@@ -157,10 +158,14 @@ def test_a_non_dicom_source_is_served_as_dicomweb() -> None:
     stretched = (expected - expected.min()) / (expected.max() - expected.min()) * 255  # no window: its own range
     assert image.shape == (6, 4) and np.abs(image - stretched).max() <= 1
     assert client.get(f"/scans/dicom-web/studies/{study}/series/{series}/thumbnail").status_code == 200
+    (dataset,) = make_study(StudySpec("gw-table-stow", n_instances=1))
+    body, boundary = multipart.build([(dataset_to_bytes(dataset), "application/dicom")])
     stow = client.post(
-        "/scans/dicom-web/studies", content=b"--x--", headers={"Content-Type": "multipart/related; boundary=x"}
+        "/scans/dicom-web/studies",
+        content=body,
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
     )
-    assert stow.status_code in (400, 405)
+    assert stow.status_code == 405 and "read-only" in stow.json()["error"]
 
 
 def test_dicomweb_client_reads_the_non_dicom_source() -> None:
