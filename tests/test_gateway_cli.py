@@ -70,7 +70,9 @@ def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
 
 
 def test_serve_with_a_token_from_the_environment() -> None:
-    with serve("--token-env", "GATEWAY_TEST_TOKEN", env={"GATEWAY_TEST_TOKEN": TOKEN}) as running:
+    with serve(
+        "--token-env", "GATEWAY_TEST_TOKEN", "--log-level", "debug", env={"GATEWAY_TEST_TOKEN": TOKEN}
+    ) as running:
         url = running.url
         assert requests.get(f"{url}/dicom-web/studies", timeout=10).status_code == 401
         wrong = requests.get(f"{url}/dicom-web/studies", headers={"Authorization": "Bearer nope"}, timeout=10)
