@@ -7,6 +7,7 @@ the server's own request log says the thumbnails were asked for, with the token 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,8 +21,10 @@ from datasources.gateway import create_app
 from test_gateway_support import served
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI sets DATASOURCES_REQUIRE_CHROMIUM=1: there a missing browser fails the tests instead of skipping them
+REQUIRED = os.environ.get("DATASOURCES_REQUIRE_CHROMIUM") == "1"
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+    CHROMIUM is None and not REQUIRED, reason="Debian's chromium is not installed (apt-get install chromium)"
 )
 
 LEE_CT = "2.25.149445395880599934171435059992354054150"
@@ -33,6 +36,7 @@ WIDTH, HEIGHT = 1280, 800
 
 
 def chromium(tmp_path: Path, url: str, *, screenshot: Path | None = None) -> str:
+    assert CHROMIUM is not None, "chromium is required (DATASOURCES_REQUIRE_CHROMIUM=1) but not installed"
     profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
     args = [
         str(CHROMIUM),
