@@ -11,6 +11,7 @@ import copy
 import io
 import json
 import shutil
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -680,3 +681,54 @@ def test_multipart_round_trip_and_framing() -> None:
         "multipart/related",
         {"type": "a/b; c", "boundary": "x"},
     )
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_a_study_lock_lives_while_it_is_held(sample_host: Host) -> None:
+    import gc
+
+    from datasources.gateway.app import Gateway
+
+    gateway = Gateway(sample_host)
+    tried: list[bool] = []
+
+    def other_request() -> None:
+        lock = gateway._lock_for(LEE_CT).lock
+        got = lock.acquire(blocking=False)
+        tried.append(got)
+        if got:
+            lock.release()
+
+    with gateway._lock_for(LEE_CT):
+        gc.collect()  # nothing but the with statement refers to the lock now
+        worker = threading.Thread(target=other_request)
+        worker.start()
+        worker.join()
+    assert tried == [False]  # another request for the study waits on this very lock
+
+
+def test_concurrent_requests_with_refetching_metadata() -> None:
+    """Metadata fetched again on every request (ttl 0) while others read it: every answer whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from test_gateway_support import served
+
+    with served(create_app(Host(), metadata_ttl=0)) as server:
+        study, series, sop = first_instance(TestClient(create_app(Host())))
+        paths = [f"/dicom-web/studies/{LEE_CT}/metadata", f"/dicom-web/studies/{study}/series/{series}/metadata",
+                 f"/dicom-web/studies/{study}/series/{series}/instances/{sop}/frames/1",
+                 f"/dicom-web/studies/{study}/series/{series}/thumbnail"] * 12  # fmt: skip
+
+        def get(path: str) -> tuple[str, int, int]:
+            response = requests.get(f"{server.url}{path}", timeout=60)
+            size = len(response.json()) if path.endswith("metadata") and response.ok else len(response.content)
+            return path, response.status_code, size
+
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(get, paths))
+    assert all(status == 200 for _, status, _ in results), [r for r in results if r[1] != 200][:3]
+    assert {size for path, _, size in results if path.endswith(f"{LEE_CT}/metadata")} == {7}
+    assert {size for path, _, size in results if path.endswith(f"{series}/metadata")} == {4}

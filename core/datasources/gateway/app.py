@@ -154,10 +154,20 @@ class _Loaded:
 
 
 class _KeyLock:
+    """One study's lock. Used as ``with gateway._lock_for(uid):`` so the ``with`` holds the object
+    itself: the registry keeps only weak references, and a lock nobody holds may be collected."""
+
     __slots__ = ("__weakref__", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+
+    def __enter__(self) -> _KeyLock:
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 class Gateway:
@@ -313,7 +323,7 @@ class Gateway:
         Denaturalizing a 1000-instance study costs about 150 ms; while the study's metadata
         is fresh, the same answer is served again from memory.
         """
-        with self._lock_for(study).lock:
+        with self._lock_for(study):
             if series is None:
                 instances = self.study_instances(name, data_source, study)
             else:
@@ -330,7 +340,7 @@ class Gateway:
 
     def study_instances(self, name: str, data_source: DataSource, study: str) -> list[dict[str, Any]]:
         """Every instance of a study, as the store holds it (loaded first if need be)."""
-        with self._lock_for(study).lock:
+        with self._lock_for(study):
             self._ensure(name, data_source, study, None)
             record = self.host.metadata_store.get_study(study)
             if record is None:
@@ -338,7 +348,7 @@ class Gateway:
             return [inst for series in record.get("series", ()) for inst in series.get("instances", ())]
 
     def series_instances(self, name: str, data_source: DataSource, study: str, series: str) -> list[dict[str, Any]]:
-        with self._lock_for(study).lock:
+        with self._lock_for(study):
             self._ensure(name, data_source, study, series)
             record = self.host.metadata_store.get_series(study, series)
             if record is None:
@@ -362,7 +372,7 @@ class Gateway:
     def forget(self, name: str, data_source: DataSource, studies: Iterable[str]) -> None:
         """After a STOW: the next metadata request for these studies fetches them again."""
         for study in set(studies):
-            with self._lock_for(study).lock:
+            with self._lock_for(study):
                 with self._state:
                     entry = self._loaded.get(study)
                 if entry is not None:
