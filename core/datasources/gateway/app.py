@@ -57,6 +57,7 @@ __all__ = ["Gateway", "create_app", "status_for"]
 log = logging.getLogger("datasources.gateway")
 
 DICOM_JSON = "application/dicom+json"
+_MAX_BODIES = 8  # metadata answers kept per loaded study (its series, and the URLs clients reach us by)
 
 
 # -- errors -> HTTP statuses ---------------------------------------------------------------
@@ -335,6 +336,8 @@ class Gateway:
                 return entry.bodies[key]
             body = render(instances)
             if entry is not None and entry.source == name:
+                if len(entry.bodies) >= _MAX_BODIES:  # each Host header makes its own URLs: keep a few
+                    entry.bodies.pop(next(iter(entry.bodies)))
                 entry.bodies[key] = body
             return body
 
