@@ -24,10 +24,21 @@ LEE_CT = "2.25.149445395880599934171435059992354054150"
 
 
 class Running:
-    def __init__(self, process: subprocess.Popen[str], banner: list[str]) -> None:
+    """A ``datasources serve`` process whose output goes to files (a pipe read line by line and
+    then by ``communicate`` loses what the line reader had buffered)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], out: Path, err: Path, url: str) -> None:
         self.process = process
-        self.banner = banner
-        self.url = banner[0].split()[3]
+        self.out = out
+        self.err = err
+        self.url = url
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM, wait, and everything it printed: ``(stdout, stderr)``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(15)
+        return self.out.read_text(), self.err.read_text()
 
 
 def _exe() -> str:
@@ -37,20 +48,19 @@ def _exe() -> str:
 
 
 @contextmanager
-def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
-    process = subprocess.Popen(
-        [_exe(), "serve", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
+def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
+    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [_exe(), "serve", "--port", "0", *args], stdout=stdout, stderr=stderr, env={**os.environ, **(env or {})}
+        )
     try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("datasources gateway on http://127.0.0.1:"), first + (process.stderr.read() or "")
-        banner = [first]
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
+        while not out.read_text().endswith("\n"):
+            assert process.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        first = out.read_text().splitlines()[0]
+        assert first.startswith("datasources gateway on http://127.0.0.1:"), first
         url = first.split()[3]
         while time.monotonic() < deadline:
             try:
@@ -58,7 +68,7 @@ def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
                 break
             except requests.ConnectionError:
                 time.sleep(0.05)
-        yield Running(process, banner)
+        yield Running(process, out, err, url)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -69,9 +79,9 @@ def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
                 process.wait(5)
 
 
-def test_serve_with_a_token_from_the_environment() -> None:
+def test_serve_with_a_token_from_the_environment(tmp_path: Path) -> None:
     with serve(
-        "--token-env", "GATEWAY_TEST_TOKEN", "--log-level", "debug", env={"GATEWAY_TEST_TOKEN": TOKEN}
+        tmp_path, "--token-env", "GATEWAY_TEST_TOKEN", "--log-level", "debug", env={"GATEWAY_TEST_TOKEN": TOKEN}
     ) as running:
         url = running.url
         assert requests.get(f"{url}/dicom-web/studies", timeout=10).status_code == 401
@@ -85,12 +95,11 @@ def test_serve_with_a_token_from_the_environment() -> None:
             timeout=10,
         )
         assert failing.status_code == 404
-        running.process.send_signal(signal.SIGTERM)
-        stdout, stderr = running.process.communicate(timeout=15)
+        stdout, stderr = running.stop()
     # uvicorn shuts down gracefully, then re-raises the signal it caught, as a well-behaved server does
     assert running.process.returncode in (0, -signal.SIGTERM)
     assert "Finished server process" in stderr
-    everything = "".join(running.banner) + stdout + stderr
+    everything = stdout + stderr
     assert "GET /sample/dicom-web/studies" in everything  # the access log is there...
     assert TOKEN not in everything  # ...and the token is nowhere in it
     assert "$GATEWAY_TEST_TOKEN" in everything  # the banner names the variable, not its value
@@ -133,7 +142,7 @@ def test_sources_cors_and_public_url(tmp_path: Path) -> None:
         "defaultDataSourceName: one\n"
     )
     args = ["-c", str(config), "--source", "two", "--cors", "http://localhost:3000"]
-    with serve(*args, "--public-url", "https://pacs.example.org/gw/") as running:
+    with serve(tmp_path, *args, "--public-url", "https://pacs.example.org/gw/") as running:
         url = running.url
         assert requests.get(f"{url}/one/dicom-web/studies", timeout=10).status_code == 404
         rows = requests.get(f"{url}/dicom-web/studies", timeout=10).json()
@@ -144,9 +153,8 @@ def test_sources_cors_and_public_url(tmp_path: Path) -> None:
             timeout=10,
         )
         assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
-        running.process.send_signal(signal.SIGTERM)
-        stdout, _ = running.process.communicate(timeout=15)
-    assert "two: http://127.0.0.1:" in "".join(running.banner) + stdout
+        stdout, _ = running.stop()
+    assert "two: http://127.0.0.1:" in stdout and "one:" not in stdout
 
 
 def test_loopback_detection() -> None:
