@@ -12,9 +12,9 @@ from typing import Any
 import pydicom
 import pytest
 import requests
+from datasources import multipart
 from datasources.cli import main
 from datasources.cli_store import collect_files
-from datasources_default.dicomweb import multipart
 from support.dicomgen import StudySpec, make_study, write_datasets
 from support.faultserver import Reply
 

@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("starlette")
 
 from datasources import Host
+from datasources import multipart as mp
 from datasources.errors import (
     AuthenticationError,
     BackendError,
@@ -39,7 +40,6 @@ from datasources.errors import (
     UnsafePathError,
 )
 from datasources.gateway import create_app
-from datasources.gateway import multipart as mp
 from datasources.gateway.app import status_for
 from datasources.gateway.dicomweb import qido_row_keys
 from datasources.naturalize import naturalize

@@ -144,7 +144,7 @@ def test_a_non_dicom_source_is_served_as_dicomweb() -> None:
     assert metadata["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "ROE^JANE"}]}
     base = f"/scans/dicom-web/studies/{study}/series/{series}/instances/{sop}"
     response = client.get(f"{base}/frames/1,3")
-    from datasources.gateway import multipart
+    from datasources import multipart
 
     parts = multipart.parse(response.content, response.headers["content-type"])
     assert [p.content for p in parts] == [pixels(1, 1), pixels(1, 3)]

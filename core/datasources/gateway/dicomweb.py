@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import multipart
 from ..errors import DatasetError, InvalidQueryError, NotFoundError, NotSupportedError
 from ..naturalize import denaturalize, is_tag, keyword_for_tag, vr_for_keyword
 from ..query import SearchQuery, parse_search
-from . import multipart
 from .app import DICOM_JSON, Gateway
 from .frames import EXPLICIT_LE, call_bulk_data_uri, frame_count, part_media_type, source_frames
 from .render import render_frame

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from .. import multipart
 from ..results import InstanceOutcome
-from . import multipart
 
 if TYPE_CHECKING:
     from ..interface import DataSource

@@ -141,8 +141,10 @@ class ImageFolderSource:
     ) -> list[bytes]:
         """The image's pixels (it has one frame, numbered 1), little endian, RGB interleaved."""
         numbers = [frame_numbers] if isinstance(frame_numbers, int) else list(frame_numbers)
-        if any(n != 1 for n in numbers) or not numbers:
-            raise InvalidQueryError(f"an image has one frame, numbered 1; asked for {numbers}")
+        if not numbers or any(not isinstance(n, int) or n < 1 for n in numbers):
+            raise InvalidQueryError(f"frame numbers count from 1: {frame_numbers!r}")
+        if any(n != 1 for n in numbers):
+            raise NotFoundError(f"imagefolder: an image has one frame, numbered 1; asked for {numbers}")
         instance = self.catalog.instances.get(sop_uid)
         if instance is None or instance["SeriesInstanceUID"] != series_uid or instance["StudyInstanceUID"] != study_uid:
             raise NotFoundError(f"imagefolder: no instance {sop_uid!r} in series {series_uid!r}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import requests
+from datasources import multipart
 from datasources.errors import (
     AuthenticationError,
     BackendTimeoutError,
@@ -31,7 +32,6 @@ from datasources.naturalize import paused_gc
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import multipart
 from .config import DicomWebConfig, _origin
 
 __all__ = ["DicomWebClient"]
@@ -206,7 +206,10 @@ class DicomWebClient:
         body = _read(response, url, self.name)
         if body[:2] == b"\x1f\x8b" and not response.headers.get("Content-Type", "").startswith("multipart/"):
             body = gzip.decompress(body)
-        return multipart.parse(body, response.headers.get("Content-Type"))
+        content_type = response.headers.get("Content-Type") or ""
+        if not content_type.lower().startswith("multipart/"):
+            return [multipart.Part({"content-type": content_type}, body)]  # a single-part answer
+        return multipart.parse(body, content_type, error=MalformedResponseError)
 
 
 def _read(response: requests.Response, url: str, name: str) -> bytes:

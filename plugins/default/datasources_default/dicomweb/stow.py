@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datasources import multipart
 from datasources.errors import BackendError, HTTPError
 from datasources.results import InstanceOutcome, StoreResult
 
 from ..part10 import to_part10
-from . import multipart
 from .client import DicomWebClient
 
 __all__ = ["store_instances"]
@@ -134,7 +134,8 @@ def store_instances(
     url = f"{client.config.stow_root}/studies" + (f"/{study_instance_uid}" if study_instance_uid else "")
     for start in range(0, len(sendable), max(1, batch_size)):
         batch = sendable[start : start + batch_size]
-        body, content_type = multipart.build((p.data for p in batch if p.data is not None), "application/dicom")
+        body, boundary = multipart.build((p.data, "application/dicom") for p in batch if p.data is not None)
+        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
         try:
             response = client.request(
                 "POST", url, accept="application/dicom+json", data=body, content_type=content_type,

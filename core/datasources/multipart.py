@@ -1,4 +1,6 @@
-"""``multipart/related`` (RFC 2387) for the gateway: frames and bulk data out, STOW-RS bodies in.
+"""``multipart/related`` (RFC 2387): WADO-RS frames and bulk data, STOW-RS bodies, both ways.
+
+Used by the gateway (frames out, STOW-RS in) and by the dicomweb source (frames in, STOW-RS out).
 
 The parser checks the framing instead of trusting it: a body without its closing boundary is
 refused (a truncated upload must not store a shorter instance).
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
-from ..errors import DatasetError
+from .errors import DatasetError, DataSourcesError
 
 __all__ = ["Part", "build", "media_params", "parse", "split_media_type"]
 
@@ -91,18 +93,19 @@ def build(
     return b"".join(chunks), boundary
 
 
-def parse(body: bytes, content_type: str) -> list[Part]:
-    """The parts of a ``multipart/related`` request body; :class:`DatasetError` if it is not well formed."""
+def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = DatasetError) -> list[Part]:
+    """The parts of a ``multipart/related`` body; ``error`` (a request's :class:`DatasetError` by
+    default, a server answer's ``MalformedResponseError``) if it is not well formed."""
     media, params = split_media_type(content_type)
     if not media.startswith("multipart/"):
-        raise DatasetError(f"expected a multipart/related body, got {media or 'no Content-Type'}")
+        raise error(f"expected a multipart/related body, got {media or 'no Content-Type'}")
     boundary = params.get("boundary")
     if not boundary:
-        raise DatasetError("the multipart Content-Type has no boundary")
+        raise error("the multipart Content-Type has no boundary")
     delimiter = b"--" + boundary.encode("latin-1")
     start = body.find(delimiter)
     if start < 0:
-        raise DatasetError("the multipart body never contains its boundary")
+        raise error("the multipart body never contains its boundary")
     parts: list[Part] = []
     position = start + len(delimiter)
     while True:
@@ -113,7 +116,7 @@ def parse(body: bytes, content_type: str) -> list[Part]:
         elif body[position : position + 1] == b"\n":
             position += 1
         else:
-            raise DatasetError("the multipart body has text after a boundary")
+            raise error("the multipart body has text after a boundary")
         headers: dict[str, str] = {}
         if body[position : position + 2] == b"\r\n":  # a part without headers
             content_start = position + 2
@@ -123,7 +126,7 @@ def parse(body: bytes, content_type: str) -> list[Part]:
             ends = [(i, size) for i, size in ((body.find(b"\r\n\r\n", position), 4), (body.find(b"\n\n", position), 2))]
             found = [end for end in ends if end[0] >= 0]
             if not found:
-                raise DatasetError("the multipart body is truncated: a part has no end of headers")
+                raise error("the multipart body is truncated: a part has no end of headers")
             header_end, separator = min(found)
             for line in body[position:header_end].decode("latin-1").splitlines():
                 name, sep, value = line.partition(":")
@@ -134,6 +137,6 @@ def parse(body: bytes, content_type: str) -> list[Part]:
         if next_delimiter < 0:
             next_delimiter, crlf = body.find(b"\n" + delimiter, content_start), 1
         if next_delimiter < 0:
-            raise DatasetError("the multipart body is truncated: no closing boundary")
+            raise error("the multipart body is truncated: no closing boundary")
         parts.append(Part(headers, body[content_start:next_delimiter]))
         position = next_delimiter + crlf + len(delimiter)
