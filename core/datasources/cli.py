@@ -57,6 +57,15 @@ def _progress_bar() -> Any:
     )
 
 
+def _show(rows: Any, json_output: bool, title: str, columns: Iterable[tuple[str, str]]) -> None:
+    """Search results as JSON or a table, after a warning for any backend that failed."""
+    _note_failures(rows)
+    if json_output:
+        _print_json(rows)
+    else:
+        out.print(_table(title, rows, columns))
+
+
 def _note_failures(rows: Any) -> None:
     """A source over several backends (merge) returns rows with ``failures``: say which, on stderr."""
     from .errors import safe_message
@@ -238,25 +247,20 @@ def studies(
         params["offset"] = offset
     ds = _run(lambda: host.get_data_source(source))
     rows = _run(lambda: ds.query.studies.search(params))
-    _note_failures(rows)
-    if json_output:
-        _print_json(rows)
-        return
-    out.print(
-        _table(
-            f"Studies in {ds.name} ({len(rows)})",
-            rows,
-            [
-                ("PatientName", "Patient"),
-                ("PatientID", "ID"),
-                ("StudyDate", "Date"),
-                ("ModalitiesInStudy", "Modalities"),
-                ("StudyDescription", "Description"),
-                ("AccessionNumber", "Accession"),
-                ("NumberOfStudyRelatedInstances", "Instances"),
-                ("StudyInstanceUID", "StudyInstanceUID"),
-            ],
-        )
+    _show(
+        rows,
+        json_output,
+        f"Studies in {ds.name} ({len(rows)})",
+        [
+            ("PatientName", "Patient"),
+            ("PatientID", "ID"),
+            ("StudyDate", "Date"),
+            ("ModalitiesInStudy", "Modalities"),
+            ("StudyDescription", "Description"),
+            ("AccessionNumber", "Accession"),
+            ("NumberOfStudyRelatedInstances", "Instances"),
+            ("StudyInstanceUID", "StudyInstanceUID"),
+        ],
     )
 
 
@@ -271,22 +275,17 @@ def series(
     host = _host(config)
     ds = _run(lambda: host.get_data_source(source))
     rows = _run(lambda: ds.query.series.search(study_uid))
-    _note_failures(rows)
-    if json_output:
-        _print_json(rows)
-        return
-    out.print(
-        _table(
-            f"Series of {study_uid} ({len(rows)})",
-            rows,
-            [
-                ("SeriesNumber", "#"),
-                ("Modality", "Modality"),
-                ("SeriesDescription", "Description"),
-                ("NumberOfSeriesRelatedInstances", "Instances"),
-                ("SeriesInstanceUID", "SeriesInstanceUID"),
-            ],
-        )
+    _show(
+        rows,
+        json_output,
+        f"Series of {study_uid} ({len(rows)})",
+        [
+            ("SeriesNumber", "#"),
+            ("Modality", "Modality"),
+            ("SeriesDescription", "Description"),
+            ("NumberOfSeriesRelatedInstances", "Instances"),
+            ("SeriesInstanceUID", "SeriesInstanceUID"),
+        ],
     )
 
 
