@@ -39,7 +39,7 @@ def test_install_and_removal_are_seen_through_the_cache(tmp_path: Path) -> None:
     install_fake(root, "fakeone", "1.0")
     first = listed(root, cache)
     assert ["fakeone", "1.0"] in first
-    assert len(list((cache / "datasources").glob("entry-points-*.json"))) == 1  # written
+    assert len(list((cache / "datasources").glob("entry-points-*.tsv"))) == 1  # written
     assert listed(root, cache) == first  # read back from the cache
 
     install_fake(root, "faketwo", "2.5")
@@ -49,7 +49,7 @@ def test_install_and_removal_are_seen_through_the_cache(tmp_path: Path) -> None:
     shutil.rmtree(root / "fakeone-1.0.dist-info")
     third = listed(root, cache)
     assert ["fakeone", "1.0"] not in third and ["faketwo", "2.5"] in third
-    assert len(list((cache / "datasources").glob("entry-points-*.json"))) == 1  # old entries removed
+    assert len(list((cache / "datasources").glob("entry-points-*.tsv"))) == 1  # old entries removed
 
 
 def test_cache_can_be_turned_off_and_a_broken_cache_is_ignored(tmp_path: Path) -> None:
@@ -59,6 +59,6 @@ def test_cache_can_be_turned_off_and_a_broken_cache_is_ignored(tmp_path: Path) -
     assert ["fakeone", "1.0"] in listed(root, cache, DATASOURCES_ENTRY_POINT_CACHE="0")
     assert not (cache / "datasources").exists()
     listed(root, cache)
-    (path,) = (cache / "datasources").glob("entry-points-*.json")
+    (path,) = (cache / "datasources").glob("entry-points-*.tsv")
     path.write_text("{not json")
     assert ["fakeone", "1.0"] in listed(root, cache)

@@ -8,7 +8,6 @@ extension of the same name (``default.dataSourcesModule.dicomweb``). Strings may
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -184,8 +183,10 @@ def _parse_file(path: Path) -> Any:
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
+            import json  # only for JSON files: the start path does not pay for it
+
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # json.JSONDecodeError
             raise ConfigurationError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     if suffix in (".yaml", ".yml"):
         import yaml

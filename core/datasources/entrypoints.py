@@ -3,14 +3,13 @@
 Scanning every installed distribution's ``entry_points.txt`` with importlib-metadata costs more
 than everything else a host does at start. The answer only changes when a distribution is
 installed or removed, which changes the modification time of a ``sys.path`` folder, so the
-scan is cached in a small JSON file keyed by ``sys.path`` and those times. Set
+scan is cached in a small text file keyed by ``sys.path`` and those times. Set
 ``DATASOURCES_ENTRY_POINT_CACHE=0`` to always scan.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import zlib
@@ -19,7 +18,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["CachedEntryPoint", "cache_dir", "entry_points"]
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 class CachedEntryPoint(NamedTuple):
@@ -76,13 +75,19 @@ def _scan(group: str) -> list[CachedEntryPoint]:
     return [CachedEntryPoint(ep.name, ep.value, _dist_version(ep)) for ep in find(group=group)]
 
 
+def _parse_row(line: str) -> CachedEntryPoint:
+    """One cache line: name, target and version separated by tabs (none of them can hold a tab)."""
+    name, value, version = line.split("\t")
+    return CachedEntryPoint(name, value, version or None)
+
+
 def entry_points(group: str) -> list[CachedEntryPoint]:
     """The group's entry points, sorted by name; from the cache when ``sys.path`` has not changed."""
     if os.environ.get("DATASOURCES_ENTRY_POINT_CACHE", "1") == "0":
         return sorted(_scan(group))
-    path = cache_dir() / f"entry-points-{_fingerprint(group)}.json"
+    path = cache_dir() / f"entry-points-{_fingerprint(group)}.tsv"
     try:
-        return sorted(CachedEntryPoint(*row) for row in json.loads(path.read_text(encoding="utf-8")))
+        return sorted(_parse_row(line) for line in path.read_text(encoding="utf-8").splitlines() if line)
     except (OSError, ValueError, TypeError):
         pass
     found = sorted(_scan(group))
@@ -93,9 +98,9 @@ def entry_points(group: str) -> list[CachedEntryPoint]:
         # written to a temporary name and renamed: a concurrent reader never sees half a file
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".entry-points-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump([list(ep) for ep in found], handle)
+            handle.writelines(f"{ep.name}\t{ep.value}\t{ep.version or ''}\n" for ep in found)
         os.replace(tmp, path)
-        for old in path.parent.glob("entry-points-*.json"):
+        for old in path.parent.glob("entry-points-*.tsv"):
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError:

@@ -8,7 +8,6 @@ bad subscriber never breaks a writer or the other subscribers.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, SimpleNamespace
@@ -18,7 +17,13 @@ from .errors import UnknownEventError
 
 __all__ = ["PubSub", "Subscription"]
 
-log = logging.getLogger("datasources.events")
+
+def _log() -> Any:
+    """The module's logger, made on first use: importing logging costs a start-up budget's tenth."""
+    import logging
+
+    return logging.getLogger("datasources.events")
+
 
 Callback = Callable[[Any], Any]
 
@@ -93,4 +98,4 @@ class PubSub:
             try:
                 callback(payload)
             except Exception:
-                log.exception("subscriber %r of %s raised; continuing", callback, event)
+                _log().exception("subscriber %r of %s raised; continuing", callback, event)

@@ -10,7 +10,6 @@ problem raises :class:`~datasources.errors.ExtensionLoadError` instead.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ExtensionRegistry", "LoadFailure", "RegisteredModule"]
 
-log = logging.getLogger("datasources.extensions")
+
+def _log() -> Any:
+    """The module's logger, made on first use: importing logging costs a start-up budget's tenth."""
+    import logging
+
+    return logging.getLogger("datasources.extensions")
 
 
 # Value classes on the start path are frozen dataclasses, not attrs: importing attrs costs
@@ -187,6 +191,6 @@ class ExtensionRegistry:
     def _record(self, failure: LoadFailure) -> bool:
         if self.strict:
             raise failure.error
-        log.warning("%s", failure.error)
+        _log().warning("%s", failure.error)
         self.failures.append(failure)
         return False

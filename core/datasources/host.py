@@ -9,7 +9,6 @@ once, right before the source's first use (or when asked, with route ``params`` 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -33,7 +32,13 @@ if TYPE_CHECKING:
 
 __all__ = ["DataSourceInfo", "Host"]
 
-log = logging.getLogger("datasources.host")
+
+def _log() -> Any:
+    """The module's logger, made on first use: importing logging costs a start-up budget's tenth."""
+    import logging
+
+    return logging.getLogger("datasources.host")
+
 
 ACTIVE_DATA_SOURCE_CHANGED = "event::activedatasourcechanged"
 
@@ -301,7 +306,7 @@ class Host(PubSub):
             error.__cause__ = exc
             if self.strict:
                 raise error from exc
-            log.warning("%s", error)
+            _log().warning("%s", error)
             slot.error = error
         with self._lock:
             self._slots[entry.source_name] = slot
