@@ -217,59 +217,93 @@ def _has_negative(value: Any) -> bool:
     return any(isinstance(v, int) and v < 0 for v in values)
 
 
+# key -> (tag, dictionary VR), or None for an application field (``url``, ``imageId``...); filled as met
+_KEY_CACHE: dict[str, tuple[str, str | None] | None] = {}
+_SCALARS = (str, int, float)
+
+
+def _key_entry(key: str) -> tuple[str, str | None] | bool | None:
+    """(tag, VR) of a key; None for an application field; False for a key that is neither."""
+    entry = _keyword_table().get(key)
+    if entry is not None:
+        return entry
+    if _HEX_TAG.match(key):
+        tag = key.upper()
+        known = _tag_table().get(tag)
+        return (tag, known[1] if known else None)
+    if key[:1].islower() or key[:1] == "_":
+        return None
+    return False
+
+
 def _denaturalize(dataset: Mapping[str, Any], skip_unknown: bool, path: str) -> dict[str, Any]:
-    by_keyword = _keyword_table()
-    by_tag = _tag_table()
+    # the gateway's hot path (every WADO-RS metadata answer): class checks before isinstance,
+    # and each key resolved once per process
+    cache = _KEY_CACHE
     vr_map = dataset.get(VR_MAP_KEY)
     out: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in dataset.items():
-        if key == VR_MAP_KEY:
-            continue
-        entry = by_keyword.get(key)
-        if entry is not None:
-            tag, dict_vr = entry
-        elif _HEX_TAG.match(key):
-            tag = key.upper()
-            known = by_tag.get(tag)
-            dict_vr = known[1] if known else None
+        entry = cache.get(key, False)
+        if entry is False:
+            entry = _key_entry(key)
+            if entry is False:
+                if not skip_unknown:
+                    unknown.append(key)
+                continue
+            cache[key] = entry
+        if entry is None:
+            continue  # application fields such as url, imageId, isLoaded, and _vrMap
+        tag, dict_vr = entry
+        if vr_map and key in vr_map:
+            vr = vr_map[key]
+        elif dict_vr is not None and " or " not in dict_vr:
+            vr = dict_vr
         else:
-            if not (key[:1].islower() or key[:1] == "_") and not skip_unknown:
-                unknown.append(key)
-            continue  # application fields such as url, imageId, isLoaded
-        vr = _resolve_vr(key, vr_map, dict_vr, value)
-        element: dict[str, Any] = {"vr": vr}
+            vr = _resolve_vr(key, None, dict_vr, value)
+        cls = value.__class__
         if value is None:
-            pass
-        elif isinstance(value, Mapping) and vr != "PN":
-            if "BulkDataURI" in value:
-                element["BulkDataURI"] = value["BulkDataURI"]
-            elif "InlineBinary" in value:
-                element["InlineBinary"] = value["InlineBinary"]
-            elif vr == "SQ":
-                element["Value"] = [_denaturalize(value, skip_unknown, f"{path}{key}.")]
-            else:
-                raise DatasetError(f"{path}{key}: a {vr} value cannot be a mapping: {value!r}")
-        elif vr == "SQ":
-            items = value if isinstance(value, list | tuple) else [value]
-            element["Value"] = [_denaturalize(item, skip_unknown, f"{path}{key}.") for item in items]
-        elif vr == "PN":
-            items = value if isinstance(value, list | tuple) else [value]
-            element["Value"] = [item if isinstance(item, Mapping) else {"Alphabetic": str(item)} for item in items]
-        elif isinstance(value, list | tuple):
-            element["Value"] = list(value)
-        elif isinstance(value, bytes | bytearray):
-            import base64
-
-            element["InlineBinary"] = base64.b64encode(bytes(value)).decode("ascii")
+            out[tag] = {"vr": vr}
+        elif cls in _SCALARS and vr != "PN":
+            out[tag] = {"vr": vr, "Value": [value]}
+        elif cls is list and vr != "SQ" and vr != "PN":
+            out[tag] = {"vr": vr, "Value": list(value)}
         else:
-            element["Value"] = [value]
-        out[tag] = element
+            out[tag] = _element(key, value, vr, skip_unknown, path)
     if unknown:
         raise DatasetError(
             f"not DICOM keywords (and not 8-hex tags): {', '.join(f'{path}{k}' for k in sorted(unknown))}"
         )
     return dict(sorted(out.items()))
+
+
+def _element(key: str, value: Any, vr: str, skip_unknown: bool, path: str) -> dict[str, Any]:
+    """The less common shapes: references, sequences, person names, bytes, tuples."""
+    element: dict[str, Any] = {"vr": vr}
+    if isinstance(value, Mapping) and vr != "PN":
+        if "BulkDataURI" in value:
+            element["BulkDataURI"] = value["BulkDataURI"]
+        elif "InlineBinary" in value:
+            element["InlineBinary"] = value["InlineBinary"]
+        elif vr == "SQ":
+            element["Value"] = [_denaturalize(value, skip_unknown, f"{path}{key}.")]
+        else:
+            raise DatasetError(f"{path}{key}: a {vr} value cannot be a mapping: {value!r}")
+    elif vr == "SQ":
+        items = value if isinstance(value, list | tuple) else [value]
+        element["Value"] = [_denaturalize(item, skip_unknown, f"{path}{key}.") for item in items]
+    elif vr == "PN":
+        items = value if isinstance(value, list | tuple) else [value]
+        element["Value"] = [item if isinstance(item, Mapping) else {"Alphabetic": str(item)} for item in items]
+    elif isinstance(value, list | tuple):
+        element["Value"] = list(value)
+    elif isinstance(value, bytes | bytearray):
+        import base64
+
+        element["InlineBinary"] = base64.b64encode(bytes(value)).decode("ascii")
+    else:
+        element["Value"] = [value]
+    return element
 
 
 def denaturalize(naturalized: Mapping[str, Any], *, skip_unknown: bool = False) -> dict[str, Any]:

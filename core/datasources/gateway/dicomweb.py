@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from .. import multipart
 from ..errors import DatasetError, InvalidQueryError, NotFoundError, NotSupportedError
-from ..naturalize import denaturalize, is_tag, keyword_for_tag, vr_for_keyword
+from ..naturalize import denaturalize, is_tag, keyword_for_tag, paused_gc, vr_for_keyword
 from ..query import SearchQuery, parse_search
 from .app import DICOM_JSON, Gateway
 from .frames import EXPLICIT_LE, call_bulk_data_uri, frame_count, part_media_type, source_frames
@@ -424,14 +424,8 @@ class DicomWebRoutes:
 
     @staticmethod
     def _metadata(instances: Sequence[Mapping[str, Any]], root: str, study: str) -> bytes:
-        out = []
-        for instance in instances:
-            dataset = denaturalize(instance, skip_unknown=True)
-            se, sop = instance.get("SeriesInstanceUID"), instance.get("SOPInstanceUID")
-            _bulk_rewrite(
-                dataset, f"{root}/studies/{instance.get('StudyInstanceUID') or study}/series/{se}/instances/{sop}"
-            )
-            out.append(dataset)
+        with paused_gc():  # thousands of small dicts: the cyclic GC would cost twice the work itself
+            out = _metadata_datasets(instances, root, study)
         return orjson.dumps(out)
 
     async def study_metadata(self, request: Request) -> Response:
@@ -654,3 +648,16 @@ def _series_number(instance: Mapping[str, Any]) -> float:
         return float(instance.get("SeriesNumber") or 0)
     except (TypeError, ValueError):
         return 0.0
+
+
+def _metadata_datasets(instances: Sequence[Mapping[str, Any]], root: str, study: str) -> list[dict[str, Any]]:
+    """DICOM JSON of each instance, its BulkDataURIs pointing at the gateway."""
+    out = []
+    for instance in instances:
+        dataset = denaturalize(instance, skip_unknown=True)
+        se, sop = instance.get("SeriesInstanceUID"), instance.get("SOPInstanceUID")
+        _bulk_rewrite(
+            dataset, f"{root}/studies/{instance.get('StudyInstanceUID') or study}/series/{se}/instances/{sop}"
+        )
+        out.append(dataset)
+    return out
