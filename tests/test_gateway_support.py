@@ -45,18 +45,21 @@ def _recording(app: Any, log: list[Hit]) -> Any:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        status = {"code": 0}
+        authorized = any(k == b"authorization" for k, _ in scope["headers"])
+        recorded = {"done": False}
 
         async def sending(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+            if message["type"] == "http.response.start" and not recorded["done"]:
+                # recorded before the client can see the answer, so a test never races the log
+                log.append(Hit(scope["method"], scope["path"], message["status"], authorized))
+                recorded["done"] = True
             await send(message)
 
         try:
             await app(scope, receive, sending)
         finally:
-            authorized = any(k == b"authorization" for k, _ in scope["headers"])
-            log.append(Hit(scope["method"], scope["path"], status["code"], authorized))
+            if not recorded["done"]:  # the app failed before it answered
+                log.append(Hit(scope["method"], scope["path"], 0, authorized))
 
     return wrapper
 
