@@ -18,14 +18,26 @@ pytest.importorskip("starlette")
 
 from datasources import Host
 from datasources.gateway import create_app
+from support.orthanc import ensure_debian_packages
 from test_gateway_support import served
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI sets DATASOURCES_REQUIRE_CHROMIUM=1: there a missing browser fails the tests instead of skipping them
 REQUIRED = os.environ.get("DATASOURCES_REQUIRE_CHROMIUM") == "1"
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not REQUIRED, reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium_installed() -> None:
+    """Debian's chromium, installed with apt-get when missing and we are root (as the Orthanc fixture does)."""
+    global CHROMIUM
+    if CHROMIUM is None and ensure_debian_packages(["chromium"]):
+        CHROMIUM = shutil.which("chromium")
+    if CHROMIUM is None:
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if REQUIRED:
+            pytest.fail(f"DATASOURCES_REQUIRE_CHROMIUM=1 but {message}", pytrace=False)
+        pytest.skip(message)
+
 
 LEE_CT = "2.25.149445395880599934171435059992354054150"
 TOKEN = "browser-token-7c1d0e"

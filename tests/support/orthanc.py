@@ -38,7 +38,7 @@ from typing import Any
 
 import requests
 
-__all__ = ["OrthancError", "OrthancServer", "Uploadable", "ensure_installed", "orthanc_available"]
+__all__ = ["OrthancError", "OrthancServer", "Uploadable", "ensure_debian_packages", "ensure_installed", "orthanc_available"]
 
 ORTHANC = "/usr/sbin/Orthanc"
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",)
@@ -93,26 +93,36 @@ def orthanc_available() -> bool:
     return os.access(ORTHANC, os.X_OK) and _plugin() is not None
 
 
-def ensure_installed() -> bool:
-    """Install Debian's orthanc + orthanc-dicomweb if missing and we are root; True if available."""
-    if orthanc_available():
-        return True
+def ensure_debian_packages(packages: list[str]) -> bool:
+    """``apt-get install`` the packages when we are root (a fresh Debian machine); False if we cannot.
+
+    A policy-rc.d that forbids service starts is in place meanwhile, so a package's postinst never
+    starts a system service (Orthanc's would listen on 0.0.0.0:8042/4242).
+    """
     if os.geteuid() != 0 or shutil.which("apt-get") is None or os.environ.get("DATASOURCES_NO_APT") == "1":
         return False
     policy = Path("/usr/sbin/policy-rc.d")
     created = not policy.exists()
-    if created:  # keep the postinst from starting the system service on 0.0.0.0:8042/4242
+    if created:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
-        cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "orthanc", "orthanc-dicomweb"]
-        if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-            subprocess.run(cmd, env=env, capture_output=True, timeout=600)
+        cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+        if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=900)
+            return subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode == 0
     finally:
         if created:
             policy.unlink(missing_ok=True)
+    return True
+
+
+def ensure_installed() -> bool:
+    """Install Debian's orthanc + orthanc-dicomweb if missing and we are root; True if available."""
+    if orthanc_available():
+        return True
+    ensure_debian_packages(["orthanc", "orthanc-dicomweb"])
     return orthanc_available()
 
 
