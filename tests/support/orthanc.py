@@ -38,7 +38,14 @@ from typing import Any
 
 import requests
 
-__all__ = ["OrthancError", "OrthancServer", "Uploadable", "ensure_debian_packages", "ensure_installed", "orthanc_available"]
+__all__ = [
+    "OrthancError",
+    "OrthancServer",
+    "Uploadable",
+    "ensure_debian_packages",
+    "ensure_installed",
+    "orthanc_available",
+]
 
 ORTHANC = "/usr/sbin/Orthanc"
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",)
