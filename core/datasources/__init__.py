@@ -18,6 +18,7 @@ __all__ = [
     "DicomMetadataStore",
     "Host",
     "IWebApiDataSource",
+    "Source",
     "__version__",
     "hookimpl",
     "hookspec",
@@ -29,6 +30,7 @@ _LAZY = {
     "DataSource": "interface",
     "IWebApiDataSource": "interface",
     "not_supported": "interface",
+    "Source": "source",
     "DataSourceDefinition": "definitions",
     "DicomMetadataStore": "metadata_store",
 }
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from .host import Host
     from .interface import DataSource, IWebApiDataSource, not_supported
     from .metadata_store import DicomMetadataStore
+    from .source import Source
 
 
 def __getattr__(name: str) -> Any:

@@ -321,6 +321,21 @@ class IWebApiDataSource:
             trees.setdefault(ns, {})
         return DataSource(trees, extra)
 
+    @staticmethod
+    def from_source(source: Any, /, *, helpers: Mapping[str, Callable[..., Any]] | None = None) -> DataSource:
+        """Build a :class:`DataSource` from an object whose methods have the interface's names.
+
+        ``search_studies`` becomes ``query.studies.search``, ``series_metadata``
+        ``retrieve.series.metadata`` and so on (:data:`datasources.source.METHODS`);
+        what the object lacks gets :class:`~datasources.source.Source`'s default, and an
+        operation it cannot do raises ``NotSupportedError``. Helpers are the object's
+        ``helpers()`` (``Source.HELPERS``) plus ``helpers``.
+        """
+        from .source import build_members
+
+        published = source.helpers() if callable(getattr(source, "helpers", None)) else {}
+        return IWebApiDataSource.create(build_members(source), helpers={**published, **(helpers or {})})
+
 
 def _has_members(value: Any) -> bool:
     return any(not k.startswith("_") for k in dir(value)) and not hasattr(value, "__code__")
