@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 if TYPE_CHECKING:
-    from .app import Gateway
+    from .state import Gateway
 
 __all__ = ["STATIC", "browser_routes"]
 

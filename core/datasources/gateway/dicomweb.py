@@ -25,14 +25,16 @@ from .. import multipart
 from ..errors import DatasetError, InvalidQueryError, NotFoundError, NotSupportedError
 from ..naturalize import denaturalize, is_tag, keyword_for_tag, paused_gc, vr_for_keyword
 from ..query import SearchQuery, parse_search
-from .app import DICOM_JSON, Gateway
 from .frames import EXPLICIT_LE, call_bulk_data_uri, frame_count, part_media_type, source_frames
 from .render import render_frame
+from .state import Gateway
 
 if TYPE_CHECKING:
     from ..interface import DataSource
 
-__all__ = ["DicomWebRoutes", "qido_row_keys"]
+__all__ = ["DICOM_JSON", "DicomWebRoutes", "qido_row_keys"]
+
+DICOM_JSON = "application/dicom+json"
 
 # Attributes a QIDO-RS answer carries without includefield (PS3.18 Tables 6.7.1-2, -2a, -2b),
 # plus the UIDs a client needs to go one level down and the descriptions viewers show.
