@@ -110,8 +110,7 @@ def configure_logging(log_format: str = "text", level: str = "info") -> None:
     logger = logging.getLogger("datasources")
     logger.handlers = [h for h in logger.handlers if h.get_name() != "datasources-gateway"] + [handler]
     logger.setLevel(level.upper())
-    logger.propagate = False
-    if log_format == "json":  # the server's own lines as JSON too
-        server = logging.getLogger("uvicorn")
-        server.handlers = [handler]
-        server.propagate = False
+    server = logging.getLogger("uvicorn")  # the server's own lines in the same format
+    server.handlers = [handler]
+    server.setLevel(level.upper())
+    server.propagate = False

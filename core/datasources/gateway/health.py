@@ -86,8 +86,8 @@ class Health:
         return result
 
     async def report(self) -> tuple[bool, dict[str, Any]]:
-        infos = {info.source_name: info for info in self.gateway.host.data_sources}
         probes = await asyncio.gather(*(self.probe(name) for name in self.gateway.sources))
+        infos = {info.source_name: info for info in self.gateway.host.data_sources}
         sources = []
         for name, probe in zip(self.gateway.sources, probes, strict=True):
             info = infos.get(name)
