@@ -13,15 +13,14 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("prometheus_client")
 
-from starlette.testclient import TestClient
-from support.faultserver import Reply
-from support.redis_server import RedisServer
-
 from datasources import Host
 from datasources.errors import ConfigurationError
 from datasources.gateway import create_app
 from datasources.gateway.access_log import JsonFormatter, mask_query
 from datasources.gateway.redis_cache import RedisCache, redacted_url
+from starlette.testclient import TestClient
+from support.faultserver import Reply
+from support.redis_server import RedisServer
 
 TOKEN = "prod-S3cret-token-77"
 LEE_CT = "2.25.149445395880599934171435059992354054150"
@@ -221,7 +220,7 @@ def test_factory_reads_the_configuration_and_options_from_the_environment(
         create_app()
     monkeypatch.delenv("DATASOURCES_GATEWAY")
     monkeypatch.setenv("DATASOURCES_CONFIG", str(tmp_path / "missing.yaml"))
-    with pytest.raises(ConfigurationError, match="missing.yaml"):
+    with pytest.raises(ConfigurationError, match=r"missing\.yaml"):
         create_app()
     for name in ("datasources", "uvicorn"):  # the factory set up logging for a server process: undo it here
         logger = logging.getLogger(name)
