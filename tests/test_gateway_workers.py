@@ -249,3 +249,21 @@ def test_the_listening_socket_is_tcp_with_nodelay_so_keep_alive_answers_do_not_w
             times.append(time.perf_counter() - start)
     # with Nagle on, every answer after the first waited for the client's delayed ACK: ~40 ms
     assert statistics.median(times[1:]) < 0.03, times
+
+
+def test_the_dicomweb_sources_pooled_connections_have_nodelay_too(orthanc: Any) -> None:
+    from datasources import Host
+
+    root = orthanc.dicomweb_url
+    host = Host.from_config({
+        "dataSources": [{"namespace": "default.dataSourcesModule.dicomweb", "sourceName": "pacs",
+                         "configuration": {"qidoRoot": root, "wadoRoot": root}}]
+    })  # fmt: skip
+    source = host.get_data_source("pacs")
+    assert isinstance(source.query.studies.search({"limit": 1}), list)
+    session = source.helpers.session()
+    pools = session.get_adapter(root).poolmanager.pools
+    queued = [conn for key in pools.keys() for conn in list(pools[key].pool.queue)]
+    kept = [conn for conn in queued if conn is not None and conn.sock is not None]
+    assert kept, "the request's connection went back to the pool"  # Orthanc keeps connections alive
+    assert all(conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1 for conn in kept)
