@@ -1,0 +1,429 @@
+"""Credentials that keep working: static ones, token providers that refresh, and the Session auth class.
+
+``requestOptions.auth`` becomes one :class:`Credentials`. A token provider (a callable, a
+``"module:function"``, OAuth2 client credentials or refresh token, Google application-default
+credentials, Azure identity) is asked for a token at the first request and again shortly before
+its ``expires_in`` runs out; a 401 asks once more and the request is sent once more. Refreshes
+are single-flight: threads that find the token stale (or all got a 401 with the same token)
+wait for one refresh. :class:`SessionAuth` is set as ``session.auth``, so every request of the
+session carries the current value, and only to the configured origins. Secrets live in
+:class:`Secret` (``${ENV}`` or ``*File``, read when needed); no repr, log line or message holds one.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from datasources.errors import AuthenticationError, ConfigurationError, ConnectionFailedError, strip_query
+from datasources.forwarding import current_authorization
+
+__all__ = ["Credentials", "SessionAuth", "Secret", "parse_auth"]
+
+log = logging.getLogger("datasources.dicomweb.auth")
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_SKEW = 60.0  # refresh at most this long before a token expires, at least 10% of its lifetime before
+
+
+class Secret:
+    """A secret value, a ``${ENV}`` reference or a file, resolved each time it is needed (rotation works)."""
+
+    __slots__ = ("_file", "_value", "what")
+
+    def __init__(self, what: str, value: str | None = None, file: str | None = None) -> None:
+        self.what, self._value, self._file = what, value, file
+
+    def get(self) -> str:
+        if self._file is not None:
+            try:
+                text = Path(os.path.expanduser(self._file)).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigurationError(f"{self.what}File: cannot read {self._file}: {type(exc).__name__}") from None
+            if not text:
+                raise ConfigurationError(f"{self.what}File: {self._file} is empty")
+            return text
+        value = self._value or ""
+
+        def env(match: re.Match[str]) -> str:
+            found = os.environ.get(match.group(1))
+            if found is None:
+                raise ConfigurationError(f"{self.what}: environment variable {match.group(1)!r} is not set")
+            return found
+
+        return _ENV.sub(env, value)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.what}=***)"
+
+
+@dataclass
+class Token:
+    value: str  # the whole Authorization value, "Bearer ..."
+    expires_in: float | None = None
+
+
+def _as_token(result: Any, where: str) -> Token:
+    """What a provider returned: a token string, ``(token, expires_in)`` or an OAuth2-style mapping."""
+    expires: Any = None
+    if isinstance(result, tuple) and len(result) == 2:
+        result, expires = result
+    elif isinstance(result, Mapping):
+        expires = result.get("expires_in", result.get("expiresIn"))
+        result = result.get("access_token", result.get("token"))
+    if not isinstance(result, str) or not result.strip():
+        raise ConfigurationError(f"{where} returned no token")
+    if expires is not None:
+        try:
+            expires = float(expires)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{where} returned an expires_in that is not a number") from None
+    value = result.strip()
+    if not value.lower().startswith(("bearer ", "basic ")):
+        value = f"Bearer {value}"
+    return Token(value, expires)
+
+
+class Credentials:
+    """Static credentials (or none); the base of refreshable ones."""
+
+    refreshable = False
+
+    def __init__(self, kind: str = "none", value: str | None = None) -> None:
+        self.kind = kind
+        self._value = value
+
+    def header(self) -> str | None:
+        """The ``Authorization`` value to send now."""
+        return self._value
+
+    def refresh(self, used: str | None) -> str | None:
+        """After a 401 with ``used``: a fresh value (static credentials have none)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Credentials({self.kind})"
+
+
+class TokenCredentials(Credentials):
+    """A token from ``fetch``, cached until shortly before it expires; refreshed by one thread at a time."""
+
+    refreshable = True
+
+    def __init__(self, kind: str, fetch: Callable[[], Token]) -> None:
+        super().__init__(kind)
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._refresh_at: float | None = None
+        self.refreshes = 0  # how many tokens were fetched (tests and diagnostics)
+
+    def _fresh(self) -> bool:
+        return self._value is not None and (self._refresh_at is None or time.monotonic() < self._refresh_at)
+
+    def _renew(self) -> str:
+        token = self._fetch()
+        self.refreshes += 1
+        self._value = token.value
+        if token.expires_in is None:
+            self._refresh_at = None
+        else:
+            lifetime = max(0.0, token.expires_in)
+            self._refresh_at = time.monotonic() + lifetime - min(MAX_SKEW, lifetime * 0.1)
+        log.debug("%s: new token (expires in %s s)", self.kind, token.expires_in)
+        return token.value
+
+    def header(self) -> str | None:
+        if self._fresh():
+            return self._value
+        with self._lock:
+            return self._value if self._fresh() else self._renew()
+
+    def refresh(self, used: str | None) -> str | None:
+        with self._lock:
+            if self._value is not None and self._value != used and self._fresh():
+                return self._value  # another thread refreshed while this one waited
+            return self._renew()
+
+
+# -- providers ------------------------------------------------------------------------------
+
+
+def _import_function(spec: str) -> Callable[[], Any]:
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"requestOptions.auth.provider must be 'module:function', not {spec!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"requestOptions.auth.provider {spec!r} cannot be imported: {exc}") from None
+    if not callable(target):
+        raise ConfigurationError(f"requestOptions.auth.provider {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+@dataclass(repr=False)
+class OAuth2Grant:
+    """A token endpoint (RFC 6749): client credentials, or a refresh token (kept when rotated)."""
+
+    source: str
+    token_url: str
+    client_id: str | None
+    client_secret: Secret | None
+    refresh_token: Secret | None
+    scope: str | None
+    audience: str | None
+    client_auth: str
+    timeout: float
+    verify: bool | str
+
+    def __post_init__(self) -> None:
+        self._rotated: str | None = None
+        self._session = requests.Session()
+        self._session.trust_env = False
+
+    def __call__(self) -> Token:
+        form: dict[str, str] = {}
+        if self.refresh_token is not None:
+            form["grant_type"] = "refresh_token"
+            form["refresh_token"] = self._rotated or self.refresh_token.get()
+        else:
+            form["grant_type"] = "client_credentials"
+        if self.scope:
+            form["scope"] = self.scope
+        if self.audience:
+            form["audience"] = self.audience
+        basic = None
+        secret = self.client_secret.get() if self.client_secret is not None else None
+        if self.client_id and secret is not None and self.client_auth == "basic":
+            basic = (self.client_id, secret)
+        elif self.client_id:
+            form["client_id"] = self.client_id
+            if secret is not None:
+                form["client_secret"] = secret
+        try:
+            response = self._session.post(
+                self.token_url, data=form, auth=basic, timeout=self.timeout, verify=self.verify,
+                allow_redirects=False, headers={"Accept": "application/json"},
+            )  # fmt: skip
+        except requests.RequestException as exc:
+            raise ConnectionFailedError(
+                f"{self.source}: the token endpoint {strip_query(self.token_url)} failed: {type(exc).__name__}"
+            ) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code != 200 or not isinstance(answer, Mapping):
+            code = answer.get("error") if isinstance(answer, Mapping) else None
+            detail = f"the token endpoint refused: {code}" if isinstance(code, str) else "the token endpoint refused"
+            raise AuthenticationError(response.status_code, self.token_url, "POST", detail[:200], source=self.source)
+        rotated = answer.get("refresh_token")
+        if self.refresh_token is not None and isinstance(rotated, str) and rotated:
+            self._rotated = rotated
+        if not isinstance(answer.get("access_token"), str):
+            raise AuthenticationError(200, self.token_url, "POST", "the answer has no access_token", source=self.source)
+        return _as_token(
+            {"access_token": answer["access_token"], "expires_in": answer.get("expires_in")}, "the token endpoint"
+        )
+
+
+def _google(scopes: list[str]) -> Callable[[], Token]:
+    try:
+        import google.auth
+        import google.auth.transport.requests
+    except ImportError:
+        raise ConfigurationError(
+            "requestOptions.auth type 'google' needs google-auth: pip install 'datasources-default[google]'"
+        ) from None
+    credentials, _project = google.auth.default(scopes=scopes)
+
+    def fetch() -> Token:
+        credentials.refresh(google.auth.transport.requests.Request())
+        expiry = getattr(credentials, "expiry", None)  # naive UTC datetime
+        expires_in = None
+        if expiry is not None:
+            import datetime
+
+            expires_in = (expiry - datetime.datetime.utcnow()).total_seconds()
+        return _as_token((credentials.token, expires_in), "google-auth")
+
+    return fetch
+
+
+def _azure(scope: str) -> Callable[[], Token]:
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise ConfigurationError(
+            "requestOptions.auth type 'azure' needs azure-identity: pip install 'datasources-default[azure]'"
+        ) from None
+    credential = DefaultAzureCredential()
+
+    def fetch() -> Token:
+        access = credential.get_token(scope)
+        return _as_token((access.token, access.expires_on - time.time()), "azure-identity")
+
+    return fetch
+
+
+def _secret(spec: Mapping[str, Any], key: str, required: bool) -> Secret | None:
+    if spec.get(f"{key}File"):
+        return Secret(key, file=str(spec[f"{key}File"]))
+    if spec.get(key):
+        if not isinstance(spec[key], str):
+            raise ConfigurationError(f"requestOptions.auth.{key} must be a string")
+        return Secret(key, value=spec[key])
+    if required:
+        raise ConfigurationError(f"requestOptions.auth needs {key} or {key}File")
+    return None
+
+
+_TYPES = ("provider", "oauth2-client-credentials", "oauth2-refresh-token", "google", "azure")
+
+
+def parse_auth(
+    value: Any, *, source: str = "dicomweb", timeout: float = 30.0, verify: bool | str = True
+) -> Credentials:
+    """``requestOptions.auth`` as :class:`Credentials` (see docs/sources/dicomweb.md, "Authentication")."""
+    if value is None:
+        return Credentials()
+    if callable(value):
+        return TokenCredentials("token provider", lambda: _as_token(value(), "the token provider"))
+    if isinstance(value, str):
+        if value.lower().startswith("bearer "):
+            return Credentials("bearer", "Bearer " + Secret("auth", value[7:].strip()).get())
+        resolved = Secret("auth", value).get()
+        if ":" in resolved:
+            return Credentials("basic", "Basic " + base64.b64encode(resolved.encode()).decode())
+        return Credentials("bearer", f"Bearer {resolved}")
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("requestOptions.auth must be 'user:password', a bearer token, a mapping or a callable")
+    kind = value.get("type")
+    if kind is None:
+        if "token" in value or "tokenFile" in value:
+            token = _secret(value, "token", True)
+            assert token is not None
+            return Credentials("bearer", f"Bearer {token.get()}")
+        if "username" in value:
+            password = _secret(value, "password", False)
+            pair = f"{Secret('username', str(value['username'])).get()}:{password.get() if password else ''}"
+            return Credentials("basic", "Basic " + base64.b64encode(pair.encode()).decode())
+        if "provider" in value:
+            kind = "provider"
+        else:
+            raise ConfigurationError(
+                f"requestOptions.auth: a mapping needs 'token', 'username' or 'type' (one of {', '.join(_TYPES)})"
+            )
+    if kind == "provider":
+        function = value.get("provider")
+        function = _import_function(function) if isinstance(function, str) else function
+        if not callable(function):
+            raise ConfigurationError("requestOptions.auth.provider must be 'module:function' or a callable")
+        return TokenCredentials("token provider", lambda: _as_token(function(), "the token provider"))
+    if kind in ("oauth2-client-credentials", "oauth2-refresh-token"):
+        token_url = value.get("tokenUrl")
+        if not isinstance(token_url, str) or not token_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"requestOptions.auth type {kind!r} needs tokenUrl, an http(s) URL")
+        client_auth = value.get("clientAuth", "basic")
+        if client_auth not in ("basic", "post"):
+            raise ConfigurationError("requestOptions.auth.clientAuth must be 'basic' or 'post'")
+        refresh = kind == "oauth2-refresh-token"
+        scope = value.get("scope")
+        grant = OAuth2Grant(
+            source=source,
+            token_url=token_url,
+            client_id=str(value["clientId"]) if value.get("clientId") else None,
+            client_secret=_secret(value, "clientSecret", not refresh),
+            refresh_token=_secret(value, "refreshToken", True) if refresh else None,
+            scope=" ".join(scope) if isinstance(scope, list) else scope,
+            audience=value.get("audience"),
+            client_auth=client_auth,
+            timeout=timeout,
+            verify=verify,
+        )
+        if not refresh and not grant.client_id:
+            raise ConfigurationError("requestOptions.auth type 'oauth2-client-credentials' needs clientId")
+        return TokenCredentials(f"oauth2 {'refresh token' if refresh else 'client credentials'}", grant)
+    if kind == "google":
+        scopes = value.get("scopes") or ["https://www.googleapis.com/auth/cloud-healthcare"]
+        return TokenCredentials("google", _google(list(scopes) if not isinstance(scopes, str) else [scopes]))
+    if kind == "azure":
+        return TokenCredentials(
+            "azure", _azure(str(value.get("scope") or "https://dicom.healthcareapis.azure.com/.default"))
+        )
+    raise ConfigurationError(f"requestOptions.auth.type must be one of {', '.join(_TYPES)}, not {kind!r}")
+
+
+def public_auth(value: Any) -> Any:
+    """``requestOptions.auth`` for ``get_config()``: what it is and where tokens come from, no secret."""
+    if not isinstance(value, Mapping):
+        return "***"
+    shown = ("type", "tokenUrl", "clientId", "scope", "scopes", "audience", "clientAuth", "provider")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in shown and not callable(item):
+            out[key] = strip_query(item) if key == "tokenUrl" and isinstance(item, str) else item
+        elif not callable(item):
+            out[key] = "***"
+    return out
+
+
+class SessionAuth(requests.auth.AuthBase):
+    """``session.auth``: the current credentials on every request to a trusted origin; one retry after a 401."""
+
+    def __init__(self, credentials: Credentials, is_trusted: Callable[[str], bool], forward: bool = False) -> None:
+        self.credentials = credentials
+        self._is_trusted = is_trusted
+        self.forward = forward
+
+    def __repr__(self) -> str:
+        return f"SessionAuth({self.credentials!r}, forward={self.forward})"
+
+    def forwarded(self) -> str | None:
+        """The gateway client's own Authorization, when this source forwards it."""
+        return current_authorization() if self.forward else None
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if not self._is_trusted(request.url or ""):
+            request.headers.pop("Authorization", None)
+            return request
+        value = self.forwarded() or self.credentials.header()
+        if value:
+            request.headers["Authorization"] = value
+        request.register_hook("response", self._after)
+        return request
+
+    def _after(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        request = response.request
+        if (
+            response.status_code != 401
+            or not self.credentials.refreshable
+            or getattr(request, "_ds_retried", False)
+            or self.forwarded()
+            or not self._is_trusted(request.url or "")
+            or not isinstance(request.body, bytes | str | type(None))
+        ):
+            return response
+        log.info("401 from %s: refreshing the token once", strip_query(request.url or ""))
+        value = self.credentials.refresh(request.headers.get("Authorization"))
+        response.close()
+        retry = request.copy()
+        retry._ds_retried = True  # type: ignore[attr-defined]
+        if value:
+            retry.headers["Authorization"] = value
+        again = response.connection.send(retry, **kwargs)
+        again.history.append(response)
+        again.request = retry
+        return again
