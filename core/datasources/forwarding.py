@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["current_authorization", "forwarded_authorization", "run_in_context"]
+__all__ = ["ContextThreadPoolExecutor", "current_authorization", "forwarded_authorization", "run_in_context"]
 
 T = TypeVar("T")
 
@@ -43,3 +44,10 @@ def run_in_context(fn: Callable[..., T]) -> Callable[..., T]:
         return context.copy().run(fn, *args, **kwargs)  # a copy per call: one context can't be entered twice
 
     return call
+
+
+class ContextThreadPoolExecutor(ThreadPoolExecutor):
+    """A thread pool whose tasks run in the submitter's context (so forwarded credentials follow them)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(run_in_context(fn), *args, **kwargs)

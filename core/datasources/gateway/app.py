@@ -80,7 +80,8 @@ def status_for(exc: BaseException) -> int:
     if isinstance(exc, BackendTimeoutError):
         return 504
     if isinstance(exc, AuthenticationError):
-        return 502  # the backend refused the gateway's own credentials: not the client's fault
+        # the backend refused a client's forwarded credentials: the client's to fix; else the gateway's own
+        return exc.status if exc.forwarded and exc.status in (401, 403) else 502
     if isinstance(exc, HTTPError):
         return {400: 400, 404: 404, 410: 404}.get(exc.status, 502)
     if isinstance(exc, BackendError):
@@ -142,6 +143,38 @@ class BearerAuth:
         await response(scope, receive, send)
 
 
+class ForwardAuthorization:
+    """ASGI middleware: the client's ``Authorization`` is published (:mod:`datasources.forwarding`) for
+    sources configured with ``requestOptions.forwardAuthorization: true``; never the gateway's own token."""
+
+    def __init__(self, app: ASGIApp, token: str | None = None) -> None:
+        self.app = app
+        self._digest = hashlib.sha256(token.encode("utf-8")).digest() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from ..forwarding import forwarded_authorization
+
+        header = None
+        if scope["type"] == "http":
+            raw = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            if raw and raw.strip():
+                header = raw.decode("latin-1").strip()
+                _, _, credentials = header.partition(" ")
+                given = hashlib.sha256(credentials.strip().encode("utf-8")).digest()
+                if self._digest is not None and hmac.compare_digest(given, self._digest):
+                    header = None  # the gateway's own token stays here
+        with forwarded_authorization(header):
+            await self.app(scope, receive, send)
+
+
+def _caller() -> str | None:
+    """Whose credentials a source call runs with: a digest of the forwarded Authorization, or None."""
+    from ..forwarding import current_authorization
+
+    value = current_authorization()
+    return hashlib.sha256(value.encode("utf-8")).hexdigest() if value else None
+
+
 # -- the gateway's state -------------------------------------------------------------------
 
 
@@ -150,6 +183,7 @@ class _Loaded:
     source: str
     at: float
     series: frozenset[str] | None  # None: the whole study
+    caller: str | None = None  # whose forwarded credentials loaded it: another caller loads it again
     # WADO-RS metadata bodies already made from this load: (series or None, gateway root) -> JSON
     bodies: dict[tuple[str | None, str], bytes] = field(default_factory=dict)
 
@@ -279,7 +313,9 @@ class Gateway:
         now = time.monotonic()
         with self._state:
             entry = self._loaded.get(study)
+        caller = _caller()
         fresh = entry is not None and entry.source == name and now - entry.at <= self.metadata_ttl
+        fresh = fresh and entry is not None and entry.caller == caller
         if fresh and entry is not None and (entry.series is None or (series is not None and series in entry.series)):
             with self._state:
                 if study in self._loaded:
@@ -292,11 +328,11 @@ class Gateway:
             self._drop(study, None, data_source)  # filled elsewhere: start from this source's own view
         data_source.retrieve.series.metadata(study, series_instance_uids=[series] if series else None)
         if series is None:
-            loaded = _Loaded(name, now, None)
+            loaded = _Loaded(name, now, None, caller=caller)
         elif entry is not None and entry.series is not None:
-            loaded = _Loaded(name, entry.at, entry.series | {series})
+            loaded = _Loaded(name, entry.at, entry.series | {series}, caller=caller)
         else:
-            loaded = _Loaded(name, now, frozenset({series}))
+            loaded = _Loaded(name, now, frozenset({series}), caller=caller)
         with self._state:
             self._loaded[study] = loaded
             self._loaded.move_to_end(study)
@@ -369,6 +405,8 @@ class Gateway:
         with self._state:
             entry = self._loaded.get(study)
         if entry is None or entry.source != name or time.monotonic() - entry.at > self.metadata_ttl:
+            return None
+        if entry.caller != _caller():
             return None
         return self.host.metadata_store.get_instance(study, series, sop)
 
@@ -499,6 +537,7 @@ def create_app(
         middleware.append(Middleware(GZipMiddleware, minimum_size=4096, compresslevel=1))
     if token is not None:
         middleware.append(Middleware(BearerAuth, token=token.strip(), public=_public_path))
+    middleware.append(Middleware(ForwardAuthorization, token=token.strip() if token else None))
     app = Starlette(
         routes=routes,
         middleware=middleware,
