@@ -33,6 +33,7 @@ from datasources.errors import (
     AuthenticationError,
     BackendTimeoutError,
     ConnectionFailedError,
+    DataSourcesError,
     HTTPError,
     MalformedResponseError,
     RedirectRefusedError,
@@ -363,10 +364,6 @@ def _read_body(response: requests.Response, url: str, name: str, deadline: float
     raw = response.raw
     try:
         while True:
-            if time.monotonic() > deadline:
-                raise BackendTimeoutError(
-                    f"{name}: {redact_url(url)}: the answer took longer than the deadline (requestOptions.deadline)"
-                )
             chunk = raw.read1(_CHUNK, decode_content=False)
             if not chunk:
                 break
@@ -374,8 +371,14 @@ def _read_body(response: requests.Response, url: str, name: str, deadline: float
                 out += chunk
             else:
                 _inflate(decoder, chunk, out, limit, url, name)
+            if time.monotonic() > deadline:  # still coming: a dripping server is cut off here
+                raise BackendTimeoutError(
+                    f"{name}: {redact_url(url)}: the answer took longer than the deadline (requestOptions.deadline)"
+                )
     except BaseException as exc:
         response.close()
+        if isinstance(exc, DataSourcesError):
+            raise
         if isinstance(exc, ReadTimeoutError | TimeoutError):
             raise BackendTimeoutError(f"{name}: {redact_url(url)}: timed out reading the answer") from None
         if isinstance(exc, ProtocolError | ConnectionError | OSError):
