@@ -155,6 +155,7 @@ class Seen:
     method: str
     path: str
     live: bool  # the request carried a live token
+    authorization: str | None = None  # the header as received
 
 
 class AuthProxy(_Server):
@@ -173,7 +174,7 @@ class AuthProxy(_Server):
                 body = self.rfile.read(length) if length else None
                 header = self.headers.get("Authorization") or ""
                 live = header.startswith("Bearer ") and outer.tokens.is_live(header[7:])
-                outer.seen.append(Seen(self.command, self.path.partition("?")[0], live))
+                outer.seen.append(Seen(self.command, self.path.partition("?")[0], live, header or None))
                 if not live:
                     self._answer(401, b'{"error": "invalid_token"}', {"Content-Type": "application/json",
                                  "WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip

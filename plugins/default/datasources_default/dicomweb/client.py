@@ -296,7 +296,8 @@ class DicomWebClient:
         detail = _detail(response)
         response.close()
         if response.status_code in (401, 403):
-            forwarded = self.auth.forward and current_authorization() is not None
+            # a forwarding source refused with the client's credentials (or with none of its own): the client's 401
+            forwarded = self.auth.forward and (current_authorization() is not None or self.config.auth.kind == "none")
             return AuthenticationError(response.status_code, url, method, detail, source=self.name, forwarded=forwarded)
         return HTTPError(response.status_code, url, method, detail)
 
