@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from datasources.errors import AuthenticationError, ConfigurationError, ConnectionFailedError, strip_query
+from datasources.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    DataSourcesError,
+    strip_query,
+)
 from datasources.forwarding import current_authorization
 
 __all__ = ["Credentials", "SessionAuth", "Secret", "parse_auth"]
@@ -120,9 +126,10 @@ class TokenCredentials(Credentials):
 
     refreshable = True
 
-    def __init__(self, kind: str, fetch: Callable[[], Token]) -> None:
+    def __init__(self, kind: str, fetch: Callable[[], Token], source: str = "dicomweb") -> None:
         super().__init__(kind)
         self._fetch = fetch
+        self._source = source
         self._lock = threading.Lock()
         self._refresh_at: float | None = None
         self.refreshes = 0  # how many tokens were fetched (tests and diagnostics)
@@ -131,7 +138,14 @@ class TokenCredentials(Credentials):
         return self._value is not None and (self._refresh_at is None or time.monotonic() < self._refresh_at)
 
     def _renew(self) -> str:
-        token = self._fetch()
+        try:
+            token = self._fetch()
+        except DataSourcesError:
+            raise
+        except Exception as exc:  # a provider's own error: named by type only, its text may hold anything
+            error = AuthenticationError(401, "", "GET", source=self._source)
+            error.args = (f"{self._source}: the {self.kind} token provider failed ({type(exc).__name__})",)
+            raise error from None
         self.refreshes += 1
         self._value = token.value
         if token.expires_in is None:
@@ -240,39 +254,46 @@ class OAuth2Grant:
 
 
 def _google(scopes: list[str]) -> Callable[[], Token]:
-    try:
-        import google.auth
-        import google.auth.transport.requests
-    except ImportError:
-        raise ConfigurationError(
-            "requestOptions.auth type 'google' needs google-auth: pip install 'datasources-default[google]'"
-        ) from None
-    credentials, _project = google.auth.default(scopes=scopes)
+    """Google application-default credentials; the SDK is imported at the first request (an optional extra)."""
+    found: list[Any] = []
 
     def fetch() -> Token:
+        try:
+            import google.auth
+            import google.auth.transport.requests
+        except ImportError:
+            raise ConfigurationError(
+                "requestOptions.auth type 'google' needs google-auth: pip install 'datasources-default[google]'"
+            ) from None
+        if not found:
+            found.append(google.auth.default(scopes=scopes)[0])
+        credentials = found[0]
         credentials.refresh(google.auth.transport.requests.Request())
         expiry = getattr(credentials, "expiry", None)  # naive UTC datetime
         expires_in = None
         if expiry is not None:
             import datetime
 
-            expires_in = (expiry - datetime.datetime.utcnow()).total_seconds()
+            expires_in = (expiry - datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)).total_seconds()
         return _as_token((credentials.token, expires_in), "google-auth")
 
     return fetch
 
 
 def _azure(scope: str) -> Callable[[], Token]:
-    try:
-        from azure.identity import DefaultAzureCredential
-    except ImportError:
-        raise ConfigurationError(
-            "requestOptions.auth type 'azure' needs azure-identity: pip install 'datasources-default[azure]'"
-        ) from None
-    credential = DefaultAzureCredential()
+    """Azure ``DefaultAzureCredential``; the SDK is imported at the first request (an optional extra)."""
+    found: list[Any] = []
 
     def fetch() -> Token:
-        access = credential.get_token(scope)
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise ConfigurationError(
+                "requestOptions.auth type 'azure' needs azure-identity: pip install 'datasources-default[azure]'"
+            ) from None
+        if not found:
+            found.append(DefaultAzureCredential())
+        access = found[0].get_token(scope)
         return _as_token((access.token, access.expires_on - time.time()), "azure-identity")
 
     return fetch
@@ -300,7 +321,7 @@ def parse_auth(
     if value is None:
         return Credentials()
     if callable(value):
-        return TokenCredentials("token provider", lambda: _as_token(value(), "the token provider"))
+        return TokenCredentials("token provider", lambda: _as_token(value(), "the token provider"), source)
     if isinstance(value, str):
         if value.lower().startswith("bearer "):
             return Credentials("bearer", "Bearer " + Secret("auth", value[7:].strip()).get())
@@ -331,7 +352,7 @@ def parse_auth(
         function = _import_function(function) if isinstance(function, str) else function
         if not callable(function):
             raise ConfigurationError("requestOptions.auth.provider must be 'module:function' or a callable")
-        return TokenCredentials("token provider", lambda: _as_token(function(), "the token provider"))
+        return TokenCredentials("token provider", lambda: _as_token(function(), "the token provider"), source)
     if kind in ("oauth2-client-credentials", "oauth2-refresh-token"):
         token_url = value.get("tokenUrl")
         if not isinstance(token_url, str) or not token_url.startswith(("http://", "https://")):
@@ -355,10 +376,10 @@ def parse_auth(
         )
         if not refresh and not grant.client_id:
             raise ConfigurationError("requestOptions.auth type 'oauth2-client-credentials' needs clientId")
-        return TokenCredentials(f"oauth2 {'refresh token' if refresh else 'client credentials'}", grant)
+        return TokenCredentials(f"oauth2 {'refresh token' if refresh else 'client credentials'}", grant, source)
     if kind == "google":
         scopes = value.get("scopes") or ["https://www.googleapis.com/auth/cloud-healthcare"]
-        return TokenCredentials("google", _google(list(scopes) if not isinstance(scopes, str) else [scopes]))
+        return TokenCredentials("google", _google([scopes] if isinstance(scopes, str) else list(scopes)), source)
     if kind == "azure":
         return TokenCredentials(
             "azure", _azure(str(value.get("scope") or "https://dicom.healthcareapis.azure.com/.default"))
