@@ -291,3 +291,29 @@ def test_no_credential_on_a_redirect_to_another_port(fault_server: FaultServer) 
         moved = fault_server.requests_to("/moved/studies")
         assert len(moved) == 1 and moved[0].method == "POST" and b"DICM" in moved[0].body
         assert moved[0].headers["Authorization"] == "Bearer redirect-secret" and len(moved[0].body) > 1000
+
+
+def test_google_application_default_credentials(
+    proxy: AuthProxy, tokens: TokenServer, orthanc_empty: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The google extra, for real: google-auth reads a service-account file and signs a JWT for the
+    (loopback) token endpoint named in it; the source refreshes through google-auth at expiry."""
+    import google.auth  # noqa: F401  (in requirements-test.txt: this must run, not skip)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    email = "viewer@project.iam.gserviceaccount.com"
+    tokens.add_service_account(email, key.public_key())
+    account = {"type": "service_account", "project_id": "project", "private_key_id": "k1",
+               "private_key": pem.decode(), "client_email": email, "client_id": "1",
+               "token_uri": tokens.token_url}  # fmt: skip
+    (tmp_path / "account.json").write_bytes(orjson.dumps(account))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "account.json"))
+    _, ds = make_source(proxy, orthanc_empty, {"type": "google"})
+    assert ds.query.studies.search() == []
+    time.sleep(LIFETIME + 0.1)
+    assert ds.query.studies.search() == []
+    assert tokens.grants == ["urn:ietf:params:oauth:grant-type:jwt-bearer"] * 2 and not proxy.refused
+    assert pem.decode().splitlines()[1] not in repr(ds) + str(ds.get_config())
