@@ -317,3 +317,36 @@ def test_google_application_default_credentials(
     assert ds.query.studies.search() == []
     assert tokens.grants == ["urn:ietf:params:oauth:grant-type:jwt-bearer"] * 2 and not proxy.refused
     assert pem.decode().splitlines()[1] not in repr(ds) + str(ds.get_config())
+
+
+def test_dicomjson_by_url_carries_the_same_credentials(fault_server: FaultServer) -> None:
+    """dicomjson by URL uses the same session auth: the document and its files get the token (and a
+    refresh after a 401), a file on another origin does not."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    original = dcmread(path)
+    document = {"studies": [{"StudyInstanceUID": "1.2.3", "PatientName": "JSON^DOC", "series": [
+        {"SeriesInstanceUID": "1.2.3.4", "Modality": "CT", "instances": [
+            {"metadata": {"SOPInstanceUID": "1.2.3.4.5"}, "url": "dicomweb:files/ct.dcm"}]}]}]}  # fmt: skip
+    fault_server.script("/data/study.json", Reply(401), Reply.json(document))
+    with open(path, "rb") as handle:
+        fault_server.script("/data/files/ct.dcm", Reply(200, handle.read(), {"Content-Type": "application/dicom"}))
+    issued = iter(["json-token-1", "json-token-2"])
+    host = Host.from_config(
+        {"dataSources": [{"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "doc",
+                          "configuration": {"url": f"{fault_server.url}/data/study.json",
+                                            "requestOptions": {"auth": lambda: next(issued), "retries": 0}}}]}
+    )  # fmt: skip
+    ds = host.get_data_source("doc")
+    assert [r["StudyInstanceUID"] for r in ds.query.studies.search(PatientName="JSON*")] == ["1.2.3"]
+    assert ds.retrieve.bulk_data_uri("files/ct.dcm") == original.PixelData
+    sent = [(r.path, r.headers.get("Authorization")) for r in fault_server.requests]
+    assert sent == [("/data/study.json", "Bearer json-token-1"), ("/data/study.json", "Bearer json-token-2"),
+                    ("/data/files/ct.dcm", "Bearer json-token-2")]  # fmt: skip
+    with FaultServer() as other:
+        other.script("/ct.dcm", Reply(200, b"raw bytes", {"Content-Type": "application/octet-stream"}))
+        assert ds.retrieve.bulk_data_uri(f"{other.url}/ct.dcm") == b"raw bytes"
+        assert "Authorization" not in other.requests[0].headers
+    assert "json-token" not in str(ds.get_config()) and ds.get_config()["requestOptions"]["auth"] == "***"
