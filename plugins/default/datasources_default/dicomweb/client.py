@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 import time
@@ -33,22 +32,22 @@ from datasources.errors import (
     AuthenticationError,
     BackendTimeoutError,
     ConnectionFailedError,
-    DataSourcesError,
     HTTPError,
     MalformedResponseError,
     RedirectRefusedError,
     UnsafePathError,
-    redact_text,
     redact_url,
 )
 from datasources.forwarding import current_authorization
 from datasources.naturalize import paused_gc
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError, ResponseError
-from urllib3.util.retry import Retry
+from urllib3.exceptions import MaxRetryError
 
 from .auth import SessionAuth
 from .config import DicomWebConfig, _origin
+from .transport import DEADLINE, CappedRetry, inflate, read_body
+
+_CappedRetry = CappedRetry  # the name tests and callers knew
 
 __all__ = ["DicomWebClient"]
 
@@ -57,64 +56,6 @@ log = logging.getLogger("datasources.dicomweb")
 RETRY_STATUSES = (429, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
-_CHUNK = 1 << 16
-
-# the deadline of the request being sent in this thread, for the Retry below
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("dicomweb_deadline", default=None)
-
-
-class _RedactQueries(logging.Filter):
-    """Masks secret query values (``?access_token=...``) in urllib3's request lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        redacted = redact_text(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_REDACT = _RedactQueries()
-for _name in ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.connection", "datasources.dicomweb"):
-    if _REDACT not in logging.getLogger(_name).filters:
-        logging.getLogger(_name).addFilter(_REDACT)
-
-
-def _remaining() -> float | None:
-    deadline = _DEADLINE.get()
-    return None if deadline is None else deadline - time.monotonic()
-
-
-class _CappedRetry(Retry):
-    """urllib3's Retry, but no wait (``Retry-After`` or backoff) beyond 60 s or the request's deadline;
-    a ``Retry-After`` longer than the time left ends the retrying at once."""
-
-    MAX_RETRY_AFTER = 60.0
-
-    def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
-        if seconds is None:
-            return None
-        left = _remaining()
-        return min(seconds, self.MAX_RETRY_AFTER, max(0.0, left) if left is not None else self.MAX_RETRY_AFTER)
-
-    def get_backoff_time(self) -> float:
-        left = _remaining()
-        return min(super().get_backoff_time(), max(0.0, left)) if left is not None else super().get_backoff_time()
-
-    def increment(self, method: Any = None, url: Any = None, response: Any = None, error: Any = None,
-                  _pool: Any = None, _stacktrace: Any = None) -> Retry:  # fmt: skip
-        left = _remaining()
-        if left is not None:
-            wait = (
-                super().get_retry_after(response) if response is not None and self.respect_retry_after_header else None
-            )
-            if left <= 0 or (wait is not None and min(wait, self.MAX_RETRY_AFTER) > left):
-                raise MaxRetryError(_pool, url, error or ResponseError("no time left for another try"))
-        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 class _Session(requests.Session):
@@ -159,7 +100,7 @@ class DicomWebClient:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    retry = _CappedRetry(
+                    retry = CappedRetry(
                         total=self.config.retries,
                         connect=self.config.retries,
                         read=self.config.retries,
@@ -257,7 +198,7 @@ class DicomWebClient:
             # static headers may carry secrets too: strip them for other origins
             headers.update({k: None for k in self.config.headers})
         response = self._send(method, url, headers, data, timeout, deadline)
-        _read_body(response, url, self.name, deadline, self.config.max_decompressed_bytes)
+        read_body(response, url, self.name, deadline, self.config.max_decompressed_bytes)
         return response
 
     def _send(
@@ -267,7 +208,7 @@ class DicomWebClient:
         log.debug("%s %s", method, redact_url(url))
         seconds = timeout or self.config.timeout
         left = max(0.001, deadline - time.monotonic())
-        token = _DEADLINE.set(deadline)
+        token = DEADLINE.set(deadline)
         try:
             return self.session.request(
                 method, url, headers=dict(headers), data=data, timeout=min(seconds, left), stream=True,
@@ -290,7 +231,7 @@ class DicomWebClient:
                 f"{self.name}: {method} {redact_url(url)} failed: {type(exc).__name__}"
             ) from _scrubbed(exc)
         finally:
-            _DEADLINE.reset(token)
+            DEADLINE.reset(token)
 
     def _error(self, method: str, url: str, response: requests.Response) -> HTTPError:
         detail = _detail(response)
@@ -332,67 +273,12 @@ class DicomWebClient:
         out = bytearray()
         decoder = zlib.decompressobj(wbits=31)
         try:
-            _inflate(decoder, body, out, self.config.max_decompressed_bytes, url, self.name)
+            inflate(decoder, body, out, self.config.max_decompressed_bytes, url, self.name)
         except zlib.error as exc:
             raise MalformedResponseError(f"{self.name}: {redact_url(url)}: broken gzip body: {exc}") from None
         if not decoder.eof:
             raise MalformedResponseError(f"{self.name}: {redact_url(url)}: broken gzip body: it is cut short")
         return bytes(out)
-
-
-def _inflate(decoder: Any, data: bytes, out: bytearray, limit: int, url: str, name: str) -> None:
-    """Inflate ``data`` into ``out``, never holding more than ``limit`` bytes of output."""
-    while data and not decoder.eof:
-        out += decoder.decompress(data, limit - len(out) + 1)
-        if len(out) > limit:
-            raise MalformedResponseError(
-                f"{name}: {redact_url(url)}: the compressed answer inflates past {limit} bytes "
-                "(requestOptions.maxDecompressedBytes)"
-            )
-        data = decoder.unconsumed_tail
-
-
-def _read_body(response: requests.Response, url: str, name: str, deadline: float, limit: int) -> None:
-    """Read the whole body into ``response._content``: before the deadline, inflated within ``limit``."""
-    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
-    decoder = None
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, told apart by the header
-    elif encoding not in ("identity", ""):
-        response.close()
-        raise MalformedResponseError(f"{name}: {redact_url(url)}: unsupported Content-Encoding {encoding!r}")
-    out = bytearray()
-    raw = response.raw
-    try:
-        while True:
-            chunk = raw.read1(_CHUNK, decode_content=False)
-            if not chunk:
-                break
-            if decoder is None:
-                out += chunk
-            else:
-                _inflate(decoder, chunk, out, limit, url, name)
-            if time.monotonic() > deadline:  # still coming: a dripping server is cut off here
-                raise BackendTimeoutError(
-                    f"{name}: {redact_url(url)}: the answer took longer than the deadline (requestOptions.deadline)"
-                )
-    except BaseException as exc:
-        response.close()
-        if isinstance(exc, DataSourcesError):
-            raise
-        if isinstance(exc, ReadTimeoutError | TimeoutError):
-            raise BackendTimeoutError(f"{name}: {redact_url(url)}: timed out reading the answer") from None
-        if isinstance(exc, ProtocolError | ConnectionError | OSError):
-            raise MalformedResponseError(f"{name}: {redact_url(url)}: the answer was cut short") from None
-        if isinstance(exc, zlib.error):
-            raise MalformedResponseError(f"{name}: {redact_url(url)}: broken {encoding} body: {exc}") from None
-        raise
-    if decoder is not None and not decoder.eof and out:
-        response.close()
-        raise MalformedResponseError(f"{name}: {redact_url(url)}: the {encoding} answer was cut short")
-    response._content = bytes(out)
-    response._content_consumed = True
-    response.close()  # the connection goes back to the pool
 
 
 def _detail(response: requests.Response) -> str | None:
@@ -417,7 +303,7 @@ def _is_timeout(exc: BaseException) -> bool:
     """requests reports a read timeout that used up the retries as a ConnectionError."""
     if isinstance(exc, requests.Timeout):
         return True
-    from urllib3.exceptions import MaxRetryError, NewConnectionError
+    from urllib3.exceptions import NewConnectionError
     from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
     reason = exc.args[0] if exc.args else None
