@@ -350,3 +350,32 @@ def test_dicomjson_by_url_carries_the_same_credentials(fault_server: FaultServer
         assert ds.retrieve.bulk_data_uri(f"{other.url}/ct.dcm") == b"raw bytes"
         assert "Authorization" not in other.requests[0].headers
     assert "json-token" not in str(ds.get_config()) and ds.get_config()["requestOptions"]["auth"] == "***"
+
+
+def test_reject_and_static_tree_requests_carry_the_token_too(fault_server: FaultServer) -> None:
+    """The request kinds Orthanc cannot play: a dcm4chee-style reject, and a static WADO tree's files."""
+    issued = iter(["tok-1", "tok-2"])
+    fault_server.script("/dicom-web/studies/1.2/series/1.2.3/reject/113039%5EDCM", Reply(401), Reply(200))
+    fault_server.script("/static/studies", Reply(200, gzip_json([{"0020000D": {"vr": "UI", "Value": ["1.2"]}}])))
+    host = Host.from_config(
+        {"dataSources": [
+            {"namespace": "default.dataSourcesModule.dicomweb", "sourceName": "pacs", "configuration": {
+                "wadoRoot": f"{fault_server.url}/dicom-web", "supportsReject": True,
+                "requestOptions": {"auth": lambda: next(issued), "retries": 0}}},
+            {"namespace": "default.dataSourcesModule.dicomweb", "sourceName": "tree", "configuration": {
+                "wadoRoot": f"{fault_server.url}/static", "staticWado": True,
+                "requestOptions": {"auth": {"token": "static-tok"}, "retries": 0}}},
+        ]}
+    )  # fmt: skip
+    host.get_data_source("pacs").reject.series("1.2", "1.2.3")
+    rejects = fault_server.requests_to("/dicom-web/studies/1.2/series/1.2.3/reject/113039%5EDCM")
+    sent = [(r.method, r.headers["Authorization"]) for r in rejects]
+    assert sent == [("POST", "Bearer tok-1"), ("POST", "Bearer tok-2")]  # refreshed once after the 401
+    assert [r["StudyInstanceUID"] for r in host.get_data_source("tree").query.studies.search()] == ["1.2"]
+    assert fault_server.requests_to("/static/studies")[0].headers["Authorization"] == "Bearer static-tok"
+
+
+def gzip_json(value: Any) -> bytes:
+    import gzip
+
+    return gzip.compress(orjson.dumps(value))
