@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import DataSourcesError
+from ..errors import DataSourcesError
 
 app = typer.Typer(
     name="datasources",
@@ -68,7 +68,7 @@ def _show(rows: Any, json_output: bool, title: str, columns: Iterable[tuple[str,
 
 def _note_failures(rows: Any) -> None:
     """A source over several backends (merge) returns rows with ``failures``: say which, on stderr."""
-    from .errors import safe_message
+    from ..errors import safe_message
 
     for member, exc in (getattr(rows, "failures", None) or {}).items():
         err.print(f"warning: {member} failed: {safe_message(exc)}", markup=False, highlight=False)
@@ -95,7 +95,7 @@ def _escape(text: str) -> str:
 
 
 def _host(config: Path | None, strict: bool = False) -> Any:
-    from .host import Host
+    from ..host import Host
 
     return _run(lambda: Host.from_config(config, strict=strict))
 
@@ -154,7 +154,7 @@ def _parse_filters(pairs: list[str] | None) -> dict[str, str]:
 @app.command()
 def plugins(json_output: JsonOpt = False, strict: StrictOpt = False) -> None:
     """List installed extensions, the data-source kinds they provide, and any that failed to load."""
-    from .host import Host
+    from ..host import Host
 
     host = _run(lambda: Host(config={"dataSources": []}, strict=strict))
     modules = host.registry.modules
@@ -368,7 +368,7 @@ def _register_optional_commands() -> None:
     if _optional_registered:
         return
     _optional_registered = True
-    for name in ("cli_store", "cli_index", "cli_serve"):
+    for name in ("store", "index", "serve"):
         try:
             module = import_module(f".{name}", __package__)
         except ModuleNotFoundError:
