@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import JsonOpt, _escape, _fail, _print_json, _progress_bar, _run, out
+from .output import JsonOpt, _escape, _fail, _print_json, _progress_bar, _run, out
 
 __all__ = ["index", "register"]
 

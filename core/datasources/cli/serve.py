@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from . import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
+from .output import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
 
 __all__ = ["register", "serve"]
 
