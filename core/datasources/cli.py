@@ -368,7 +368,7 @@ def _register_optional_commands() -> None:
     if _optional_registered:
         return
     _optional_registered = True
-    for name in ("cli_store", "cli_index", "cli_serve"):
+    for name in ("cli_store", "cli_index", "cli_serve", "cli_export"):
         try:
             module = import_module(f".{name}", __package__)
         except ModuleNotFoundError:
