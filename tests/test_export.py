@@ -112,3 +112,76 @@ def test_dicomlocal_compressed(tmp_path: Path, encoding: bool) -> None:
             syntaxes.add(dataset["00083002"]["Value"][0])
     families = {ts.rsplit(".", 1)[-1][:1] if ".4." in ts else ts for ts in syntaxes}
     assert {"1.2.840.10008.1.2.5", "5", "8", "9"} <= families, syntaxes  # RLE, JPEG, JPEG-LS, JPEG 2000
+
+
+def test_imagefolder_extension(tmp_path: Path) -> None:
+    from test_imagefolder import GOOD, NAMESPACE, make_folder
+
+    make_folder(tmp_path / "dataset", GOOD)
+    host = Host.from_config(
+        {"dataSources": [{"namespace": NAMESPACE, "sourceName": "images",
+                          "configuration": {"root": str(tmp_path / "dataset")}}]}
+    )  # fmt: skip
+    counts = export_and_compare(host, "images", tmp_path / "tree", True)
+    assert counts["instances"] == 4 and counts["frames"] == 4
+    thumbnails = list((tmp_path / "tree").rglob("thumbnail"))
+    assert thumbnails and all(p.read_bytes()[:2] == b"\xff\xd8" for p in thumbnails)  # JPEG
+
+
+def orthanc_host(url: str) -> Host:
+    configuration = {"name": "orthanc", "qidoRoot": url, "wadoRoot": url, "requestOptions": {"retries": 0}}
+    return Host.from_config(
+        {"dataSources": [{"namespace": "default.dataSourcesModule.dicomweb", "sourceName": "orthanc",
+                          "configuration": configuration}]}
+    )  # fmt: skip
+
+
+@pytest.mark.orthanc
+def test_orthanc_through_the_dicomweb_source(orthanc_dataset: Any, tmp_path: Path, encoding: bool) -> None:
+    host = orthanc_host(orthanc_dataset.dicomweb_url)
+    counts = export_and_compare(host, "orthanc", tmp_path / "tree", encoding)
+    assert counts["studies"] == 4 and counts["instances"] == 11 and counts["frames"] == 14 and counts["bulk"] >= 11
+    by_sop = orthanc_dataset.by_sop()  # and the frames are the pixels of the files Orthanc was given
+    multi = orthanc_dataset.multiframe
+    base = tmp_path / "tree/studies" / multi.StudyInstanceUID / "series" / multi.SeriesInstanceUID / "instances"
+    size = multi.Rows * multi.Columns * 2
+    assert (base / multi.SOPInstanceUID / "frames/3").read_bytes() == multi.PixelData[2 * size : 3 * size]
+    assert len(by_sop) == 11
+
+
+@pytest.mark.orthanc
+def test_dicomweb_client_reads_the_tree(orthanc_dataset: Any, tmp_path: Path) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    host = orthanc_host(orthanc_dataset.dicomweb_url)
+    assert export_static_wado(host, str(tmp_path / "tree"), source="orthanc").ok
+    ds = host.get_data_source("orthanc")
+    with serve_static_tree(tmp_path / "tree") as url:
+        client = DICOMwebClient(url)
+        studies = client.search_for_studies()
+        assert sorted(r["0020000D"]["Value"][0] for r in studies) == sorted(orthanc_dataset.study_uids)
+        for study in orthanc_dataset.study_uids:
+            series = client.search_for_series(study)
+            assert {s["0020000E"]["Value"][0] for s in series} == {
+                s["SeriesInstanceUID"] for s in ds.query.series.search(study)
+            }
+            for row in series:
+                se = row["0020000E"]["Value"][0]
+                metadata = client.retrieve_series_metadata(study, se)
+                by_sop = {m["00080018"]["Value"][0]: m for m in metadata}
+                for original in orthanc_dataset.datasets_of(study):
+                    if original.SeriesInstanceUID != se:
+                        continue
+                    got = by_sop[original.SOPInstanceUID]
+                    assert got["00100010"]["Value"][0]["Alphabetic"] == str(original.PatientName)
+                    assert got["00083002"]["Value"] == [original.file_meta.TransferSyntaxUID]
+                    private = got["00291011"]["BulkDataURI"]
+                    assert private.startswith("bulkdata/")  # relative, as written
+                    body = requests.get(f"{url}/studies/{study}/{private}", timeout=10).content
+                    assert body == original[0x00291011].value
+                    # frames: one file each, the bytes as stored (dicomweb-client wants multipart, a file is not)
+                    size = original.Rows * original.Columns * 2
+                    frame = requests.get(
+                        f"{url}/studies/{study}/series/{se}/instances/{original.SOPInstanceUID}/frames/1", timeout=10
+                    )
+                    assert frame.content == original.PixelData[:size]

@@ -188,4 +188,3 @@ def _lookup(instance: Mapping[str, Any], path: tuple[Any, ...]) -> Any:
 
 def decode_inline(value: Mapping[str, Any]) -> bytes:
     return base64.b64decode(value["InlineBinary"])
-
