@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import NotFoundError, NotSupportedError
+from ..errors import NotFoundError
 from ..gateway.frames import call_bulk_data_uri, source_frames
 
 __all__ = ["SourceReader"]
@@ -55,13 +55,6 @@ class SourceReader:
     def series_rows(self, study: str) -> list[dict[str, Any]]:
         rows = [dict(r) for r in self.data_source.query.series.search(study) if r.get("SeriesInstanceUID")]
         return sorted(rows, key=lambda r: (_number(r.get("SeriesNumber")), str(r["SeriesInstanceUID"])))
-
-    def instance_rows(self, study: str, series: str) -> list[dict[str, Any]] | None:
-        """The source's instance search for a series; None when it has none."""
-        try:
-            return [dict(r) for r in self.data_source.query.instances.search(study, series)]
-        except NotSupportedError:
-            return None
 
     def instances(self, study: str, series: str) -> list[dict[str, Any]]:
         """One series' instances, naturalized, in InstanceNumber order (the store holds them until ``forget``)."""

@@ -17,14 +17,13 @@ from typing import Any
 
 import orjson
 
-from ..errors import DataSourcesError, NotSupportedError, safe_message
+from ..errors import NotSupportedError, safe_message
 from .layout import (
     AVAILABLE_TS,
     InstancePlan,
     dataset_digest,
     frame_path,
     instance_dataset,
-    row_dataset,
     series_dir,
     study_dir,
 )
@@ -37,7 +36,11 @@ log = logging.getLogger("datasources.export")
 
 #: Frames asked of the source in one call (a 1000-frame instance is not read whole).
 FRAMES_PER_CALL = 16
-_INSTANCE_TAGS = ("00080016", "00080018", "00200013", "00280008", "00280010", "00280011", "0020000E", "0020000D")
+#: What an instance row holds (the QIDO-RS instance attributes, PS3.18 Table 6.7.1-2b, and its transfer syntax).
+INSTANCE_TAGS = (
+    "00080005", "00080016", "00080018", "00083002", "0020000D", "0020000E", "00200013", "00280008", "00280010",
+    "00280011", "00280100",
+)  # fmt: skip
 
 
 @dataclass
@@ -175,6 +178,7 @@ def export_series(
         return outcome
     writer = _Writer(tree, reader, study, series, _thumbnail_pick(instances, plans))
     _run_bounded(writer.instance, list(zip(instances, plans, strict=True)), workers, done)
+    rows: list[dict[str, Any]] = []
     with tree.open_gzip(f"{base}/metadata.gz") as stream:
         stream.write(b"[")
         for index, instance in enumerate(instances):
@@ -184,9 +188,10 @@ def export_series(
                 dataset[AVAILABLE_TS] = {"vr": "UI", "Value": [learned]}
             stream.write(b"," if index else b"")
             stream.write(orjson.dumps(dict(sorted(dataset.items()))))
+            rows.append({tag: dataset[tag] for tag in INSTANCE_TAGS if tag in dataset})
         stream.write(b"]")
     writer.files.add(f"{base}/metadata.gz")
-    tree.write_json_gz(f"{base}/instances/index.json.gz", _instance_rows(reader, study, series, instances))
+    tree.write_json_gz(f"{base}/instances/index.json.gz", rows)  # cut from the metadata, as static-wado does
     writer.files.add(f"{base}/instances/index.json.gz")
     outcome.written = True
     outcome.frames, outcome.bytes, outcome.files, outcome.warnings = (
@@ -196,28 +201,6 @@ def export_series(
         writer.warnings,
     )
     return outcome
-
-
-def _instance_rows(
-    reader: SourceReader, study: str, series: str, instances: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The source's instance search, else rows cut from the metadata."""
-    try:
-        rows = reader.instance_rows(study, series)
-    except DataSourcesError:
-        rows = None
-    out = []
-    if rows is not None:
-        for row in rows:
-            dataset = row_dataset(row)
-            dataset.setdefault("0020000D", {"vr": "UI", "Value": [study]})
-            dataset.setdefault("0020000E", {"vr": "UI", "Value": [series]})
-            out.append(dict(sorted(dataset.items())))
-        return out
-    for instance in instances:
-        dataset = row_dataset(instance)
-        out.append({tag: dataset[tag] for tag in _INSTANCE_TAGS if tag in dataset})
-    return out
 
 
 def _modality(row: Mapping[str, Any], instances: list[dict[str, Any]]) -> str | None:
