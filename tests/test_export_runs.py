@@ -207,7 +207,7 @@ def _check_readable(host: Host, tree: Path) -> list[str]:
 
 def test_sigkill_mid_run_leaves_the_previous_tree_readable(tmp_path: Path) -> None:
     data, tree = tmp_path / "data", tmp_path / "tree"
-    big = [StudySpec(f"export-kill-{i}", f"KILL^{i}", patient_id=f"K{i}", n_series=2, n_instances=60, rows=64,
+    big = [StudySpec(f"export-kill-{i}", f"KILL^{i}", patient_id=f"K{i}", n_series=2, n_instances=40, rows=64,
                      cols=64) for i in range(4)]  # fmt: skip
     write_datasets(make_study(big[0]), data / "0")
     host = local_host(data)
@@ -215,10 +215,10 @@ def test_sigkill_mid_run_leaves_the_previous_tree_readable(tmp_path: Path) -> No
     previous = listed(tree)
     for i, spec in enumerate(big[1:], start=1):
         write_datasets(make_study(spec), data / str(i))
-    # a changed series in the exported study too: its instances grow from 60 to 61
-    grown = make_study(StudySpec("export-kill-0", "KILL^0", patient_id="K0", n_series=2, n_instances=61, rows=64,
+    # a changed series in the exported study too: its instances grow from 40 to 41
+    grown = make_study(StudySpec("export-kill-0", "KILL^0", patient_id="K0", n_series=2, n_instances=41, rows=64,
                                  cols=64))  # fmt: skip
-    write_datasets([d for d in grown if d.InstanceNumber == 61], data / "0")
+    write_datasets([d for d in grown if d.InstanceNumber == 41], data / "0")
     config = _config(tmp_path / "app.json", data)
     command = [sys.executable, "-m", "datasources", "export", "static-wado", str(tree), "-c", str(config),
                "--workers", "1"]  # fmt: skip
@@ -244,4 +244,36 @@ def test_sigkill_mid_run_leaves_the_previous_tree_readable(tmp_path: Path) -> No
     assert final.ok and listed(tree) == sorted(s.study_uid for s in big)
     check_tree_layout(tree)  # the killed runs' temporary files are gone too
     counts = read_back(host, "local", tree)
-    assert counts["instances"] == 4 * 120 + 2
+    assert counts["instances"] == 4 * 80 + 2
+
+
+def test_progress_bars_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal (a pty here) the command draws its bars: the studies, then each study's instances."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datasources", "export", "static-wado", str(tmp_path / "site")],
+        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=60)
+    os.close(leader)
+    import re
+
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    assert process.returncode == 0, shown
+    counts = set(re.findall(r"\d+/\d+", shown))
+    assert "studies" in shown and "6/6" in counts  # the studies bar, complete
+    assert "2.25.149445395880599934171435059992354054150" in shown and "0/7" in counts  # the first study's bar
+    assert "6 written, 0 unchanged" in shown
