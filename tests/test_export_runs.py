@@ -21,7 +21,7 @@ from datasources.export import export_static_wado
 from support.dicomgen import StudySpec, make_study, write_datasets
 from support.staticcheck import compare_with_source, static_host
 from support.statictree import serve_static_tree
-from test_export import check_tree_layout, local_host, tree_files
+from test_export import REPO, check_tree_layout, local_host, tree_files
 
 A = StudySpec("export-a", "ALPHA^ANN", patient_id="EXP001", n_series=2, n_instances=3, study_date="20200101")
 B = StudySpec("export-b", "BRAVO^BEN", patient_id="EXP002", modality="MR", n_instances=2, study_date="20210101")
@@ -277,3 +277,23 @@ def test_progress_bars_on_a_terminal(tmp_path: Path) -> None:
     assert "studies" in shown and "6/6" in counts  # the studies bar, complete
     assert "2.25.149445395880599934171435059992354054150" in shown and "0/7" in counts  # the first study's bar
     assert "6 written, 0 unchanged" in shown
+
+
+def test_a_uid_that_would_leave_the_tree_fails_its_study_only(tmp_path: Path) -> None:
+    sample = REPO / "plugins/default/datasources_default/dicomjson/sample"
+    document = json.loads((sample / "sample.json").read_text())
+    evil = document["studies"][0]
+    evil["StudyInstanceUID"] = "../../escaped"
+    for series in evil["series"]:
+        for instance in series["instances"]:
+            instance["metadata"]["StudyInstanceUID"] = "../../escaped"
+    shutil.copytree(sample, tmp_path / "sample")  # the instances beside the file, where its URLs point
+    (tmp_path / "sample/evil.json").write_text(json.dumps(document))
+    entry = {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "evil",
+             "configuration": {"path": str(tmp_path / "sample/evil.json")}}  # fmt: skip
+    host = Host.from_config({"dataSources": [entry]})
+    report = export_static_wado(host, str(tmp_path / "deep/tree"))
+    failed = report.failed
+    assert len(failed) == 1 and "UnsafePathError" in (failed[0].error or "") and "../../escaped" in failed[0].error
+    assert report.count("written") == 5
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep/escaped").exists()

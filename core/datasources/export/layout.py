@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import UnsafePathError
 from ..naturalize import denaturalize
 
 __all__ = [
@@ -43,16 +44,24 @@ PIXEL_DATA = "7FE00010"
 AVAILABLE_TS = "00083002"
 
 
+def segment(uid: Any, what: str) -> str:
+    """A UID as one path segment of the tree; anything that could leave its folder is refused."""
+    text = str(uid or "")
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0:?#%") or len(text) > 200:
+        raise UnsafePathError(f"{what} {text!r} cannot name a file of the export tree")
+    return text
+
+
 def study_dir(study: str) -> str:
-    return f"studies/{study}"
+    return f"studies/{segment(study, 'StudyInstanceUID')}"
 
 
 def series_dir(study: str, series: str) -> str:
-    return f"studies/{study}/series/{series}"
+    return f"{study_dir(study)}/series/{segment(series, 'SeriesInstanceUID')}"
 
 
 def frame_path(study: str, series: str, sop: str, number: int) -> str:
-    return f"{series_dir(study, series)}/instances/{sop}/frames/{number}"
+    return f"{series_dir(study, series)}/instances/{segment(sop, 'SOPInstanceUID')}/frames/{number}"
 
 
 @dataclass
@@ -89,7 +98,7 @@ def _rewrite(
                 element["BulkDataURI"] = f"series/{series}/instances/{sop}/frames/1"
                 continue
             name = ".".join((*trail, tag))
-            target = f"{study_dir(study)}/bulkdata/{series}/{sop}/{name}"
+            target = f"{study_dir(study)}/bulkdata/{segment(series, 'SeriesInstanceUID')}/{sop}/{name}"
             plan.bulk.append(BulkItem(str(element["BulkDataURI"]), keyword_for_tag(tag) or tag, target))
             element["BulkDataURI"] = target.split("/", 2)[2]  # relative to the study: bulkdata/...
         elif element.get("vr") == "SQ":
@@ -104,7 +113,7 @@ def instance_dataset(instance: Mapping[str, Any], study: str, series: str) -> tu
     """An instance's DICOM JSON as the tree holds it, and its plan; the same input gives the same output."""
     from ..gateway.frames import frame_count, transfer_syntax_of
 
-    sop = str(instance.get("SOPInstanceUID") or "")
+    sop = segment(instance.get("SOPInstanceUID"), "SOPInstanceUID")
     dataset = denaturalize(instance, skip_unknown=True)
     dataset.pop("00081190", None)  # RetrieveURL points at the source; the tree has its own URLs
     plan = InstancePlan(sop, frame_count(instance), False, transfer_syntax_of(instance))
