@@ -297,3 +297,20 @@ def test_a_uid_that_would_leave_the_tree_fails_its_study_only(tmp_path: Path) ->
     assert len(failed) == 1 and "UnsafePathError" in (failed[0].error or "") and "../../escaped" in failed[0].error
     assert report.count("written") == 5
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep/escaped").exists()
+
+
+def test_temporary_files_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    """Whatever file a run was writing when killed, the next run removes its temporary name."""
+    host, tree = Host(), tmp_path / "tree"
+    assert export_static_wado(host, str(tree)).ok
+    study = next(p for p in (tree / "studies").iterdir() if p.is_dir())
+    series = next(p for p in (study / "series").iterdir() if p.is_dir())
+    leftovers = [tree / "studies/index.json.gz.tmp-dead", study / "index.json.gz.tmp-dead",
+                 study / "export.json.tmp-dead", series / "metadata.gz.tmp-dead"]  # fmt: skip
+    for path in leftovers:
+        path.write_bytes(b"half")
+    (study / "export.json").write_text("{")  # and its record never finished: the study is redone
+    report = export_static_wado(host, str(tree))
+    assert {s.uid: s.status for s in report.studies}[study.name] == "written"
+    assert not [p for p in leftovers if p.exists()]
+    check_tree_layout(tree)

@@ -19,7 +19,7 @@ from .layout import STUDY_LIST, row_uid, series_dir, series_row, study_dir, stud
 from .reader import SourceReader
 from .report import ExportProgress, ExportReport, StudyOutcome
 from .series import SeriesOutcome, export_series, stale_files
-from .tree import Tree
+from .tree import TMP_MARK, Tree
 
 __all__ = ["export_static_wado"]
 
@@ -98,6 +98,7 @@ def export_study(
     for se in gone:
         tree.remove_folder(series_dir(uid, se))
         tree.remove_folder(f"{base}/bulkdata/{se}")
+    tree.remove(p for p in tree.files_under(base) if TMP_MARK in p)  # a killed run's, whatever it was writing
     return outcome, new_row
 
 
@@ -163,6 +164,7 @@ def export_static_wado(
     listed += [new_rows[uid] for uid in selected if uid in new_rows and uid not in old_rows]
     if listed != old_list or not tree.exists(STUDY_LIST):
         tree.write_json_gz(STUDY_LIST, listed)
+    tree.remove(tree.temporary_files("studies"))
     if prune:
         kept = {row_uid(r, "0020000D") for r in listed}
         for name in tree.subfolders("studies"):

@@ -146,6 +146,15 @@ class Tree:
             return []
         return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]
 
+    def temporary_files(self, relative: str) -> list[str]:
+        """Temporary files (a killed run's) directly in ``relative``."""
+        try:
+            entries = self.fs.ls(self.path(relative), detail=True)
+        except FileNotFoundError:
+            return []
+        names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file"]
+        return [f"{relative}/{name}" for name in names if TMP_MARK in name]
+
     # -- removing --------------------------------------------------------------------------
 
     def remove(self, relatives: Iterable[str]) -> int:
