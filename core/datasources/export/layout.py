@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ..errors import UnsafePathError
-from ..naturalize import denaturalize
+from ..naturalize import denaturalize, keyword_for_tag
 
 __all__ = [
     "STUDY_LIST",
@@ -85,12 +85,9 @@ class InstancePlan:
 
 
 def _rewrite(
-    dataset: dict[str, Any], instance: Mapping[str, Any], study: str, series: str, sop: str, plan: InstancePlan,
-    trail: tuple[str, ...] = (),
-) -> None:  # fmt: skip
+    dataset: dict[str, Any], study: str, series: str, sop: str, plan: InstancePlan, trail: tuple[str, ...] = ()
+) -> None:
     """Make every BulkDataURI relative to the tree, noting the copies the write phase makes."""
-    from ..naturalize import keyword_for_tag
-
     for tag, element in dataset.items():
         if "BulkDataURI" in element:
             if tag == PIXEL_DATA and not trail:
@@ -104,7 +101,7 @@ def _rewrite(
         elif element.get("vr") == "SQ":
             for index, item in enumerate(element.get("Value") or ()):
                 if isinstance(item, dict):
-                    _rewrite(item, instance, study, series, sop, plan, (*trail, tag, str(index)))
+                    _rewrite(item, study, series, sop, plan, (*trail, tag, str(index)))
         elif tag == PIXEL_DATA and not trail and "InlineBinary" in element:
             plan.has_pixels = True
 
@@ -117,7 +114,7 @@ def instance_dataset(instance: Mapping[str, Any], study: str, series: str) -> tu
     dataset = denaturalize(instance, skip_unknown=True)
     dataset.pop("00081190", None)  # RetrieveURL points at the source; the tree has its own URLs
     plan = InstancePlan(sop, frame_count(instance), False, transfer_syntax_of(instance))
-    _rewrite(dataset, instance, study, series, sop, plan)
+    _rewrite(dataset, study, series, sop, plan)
     if not plan.has_pixels and instance.get("PixelData") is not None:
         plan.has_pixels = True  # raw bytes in a naturalized instance (denaturalize leaves them out)
     if plan.transfer_syntax and AVAILABLE_TS not in dataset:
