@@ -21,8 +21,6 @@ from datasources.export import export_static_wado
 from support.staticcheck import compare_with_source, static_host
 from support.statictree import serve_static_tree
 
-pytest.importorskip("fsspec")
-
 REPO = Path(__file__).resolve().parents[1]
 COMPRESSED = [
     "JPEG2000.dcm", "693_J2KI.dcm", "GDCMJ2K_TextGBR.dcm", "SC_rgb_rle_2frame.dcm", "MR_small_jpeg_ls_lossless.dcm",
