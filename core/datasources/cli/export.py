@@ -1,4 +1,4 @@
-"""``datasources export static-wado DEST``: any configured source as a static DICOMweb tree.
+"""``datasources export static-wado DEST``: any configured source as a static DICOMweb tree (the ``export`` group).
 
 DEST is a folder or an fsspec URL (``file://``, ``memory://``; ``s3://`` and ``gs://`` with
 s3fs / gcsfs installed). Progress bars (studies, and the instances of the current study) are
@@ -12,8 +12,19 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import ConfigOpt, JsonOpt, SourceOpt, _escape, _fail, _host, _parse_filters, _print_json, _progress_bar, out
-from .errors import DataSourcesError
+from ..errors import DataSourcesError
+from .output import (
+    ConfigOpt,
+    JsonOpt,
+    SourceOpt,
+    _escape,
+    _fail,
+    _host,
+    _parse_filters,
+    _print_json,
+    _progress_bar,
+    out,
+)
 
 __all__ = ["export_app", "register", "static_wado"]
 
@@ -26,7 +37,7 @@ class _Bars:
     """Rich progress bars behind the export's progress hooks."""
 
     def __init__(self, bar: Any) -> None:
-        from .export import ExportProgress
+        from ..export import ExportProgress
 
         self.hooks = type("Hooks", (ExportProgress,), {})()
         self.bar = bar
@@ -71,7 +82,7 @@ def static_wado(
     json_output: JsonOpt = False,
 ) -> None:
     """Export studies to a static DICOMweb tree (what a staticWado source and OHIF read)."""
-    from .export import export_static_wado
+    from ..export import export_static_wado
 
     params = _parse_filters(filters)
     uids = [u.strip() for u in (studies or "").split(",") if u.strip()] or None
