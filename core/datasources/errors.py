@@ -25,6 +25,7 @@ __all__ = [
     "DataSourceUnavailableError",
     "DataSourcesError",
     "DatasetError",
+    "ExportError",
     "ExtensionLoadError",
     "HTTPError",
     "HelperNotFoundError",
@@ -192,6 +193,10 @@ class DatasetError(DataSourcesError, ValueError):
 
 class UnsafePathError(DataSourcesError, PermissionError):
     """A path would read or write outside a source's root folder."""
+
+
+class ExportError(DataSourcesError):
+    """An export cannot start: its destination is unusable (unknown protocol, not writable, a file)."""
 
 
 class DataSourceUnavailableError(DataSourcesError):
