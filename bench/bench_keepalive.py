@@ -6,7 +6,7 @@ listening sockets that differ only in how they are made:
 
 - ``old``: ``socket.socket(family, SOCK_STREAM)``, as ``datasources serve`` bound it before
   (proto 0: asyncio then never sets ``TCP_NODELAY`` on the accepted connections);
-- ``new``: ``datasources.cli_serve._listen`` (``IPPROTO_TCP`` and ``TCP_NODELAY``).
+- ``new``: ``datasources.cli.serve._listen`` (``IPPROTO_TCP`` and ``TCP_NODELAY``).
 
 A ``requests`` session per server sends the same GETs on one kept-alive connection,
 interleaved, and the latency of every request after the first is kept. Goal (issue 15): the
@@ -30,7 +30,7 @@ from pathlib import Path
 import requests
 import uvicorn
 from datasources import Host
-from datasources.cli_serve import _listen
+from datasources.cli.serve import _listen
 from datasources.gateway import create_app
 
 HERE = Path(__file__).resolve().parent

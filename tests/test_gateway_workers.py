@@ -26,7 +26,7 @@ import requests
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-from datasources.cli_serve import _listen
+from datasources.cli.serve import _listen
 from support.faultserver import Reply
 from support.loadgen import mixed_urls, run_load
 from support.redis_server import RedisServer

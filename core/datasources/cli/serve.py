@@ -22,7 +22,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from .cli import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
+from .output import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
 
 __all__ = ["register", "serve"]
 
@@ -126,9 +126,9 @@ def serve(
     try:
         import uvicorn
 
-        from .gateway.access_log import configure_logging
-        from .gateway.app import create_app
-        from .gateway.factory import CONFIG_VARIABLE, OPTIONS_VARIABLE
+        from ..gateway.access_log import configure_logging
+        from ..gateway.app import create_app
+        from ..gateway.factory import CONFIG_VARIABLE, OPTIONS_VARIABLE
     except ImportError as exc:
         raise _fail(f"the gateway needs {exc.name}: pip install 'datasources[gateway]'") from None
     level = log_level.lower()
