@@ -135,6 +135,13 @@ def test_two_workers_share_the_redis_cache_and_survive_redis_stopping(tmp_path: 
         other = [e for e in gw.access("/metadata") if e["pid"] != made["pid"]]
         assert other[0]["cache"] == "redis"  # made by one worker, a hit on the other: nothing loaded there
         assert all(e["status"] == 200 for e in gw.access("/metadata"))
+        metrics = _fresh_get(f"{gw.url}/metrics").text  # whichever worker answers, it counts both
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("datasources_gateway_requests_total{") and "/{study}/metadata" in line
+        )
+        assert counted == len(gw.access("/metadata")) == asked
 
         # Redis stops mid-run: answers go on, from the source, without an error
         results: list[int] = []

@@ -5,7 +5,8 @@ the gateway shuts down), so a load balancer stops sending to a gateway whose arc
 gone. A source's probe is a study search with ``limit=1`` (one QIDO request for a DICOMweb
 source, a look-up for a file source), run in a worker thread and bounded by ``probe_timeout``;
 its result is kept for ``probe_interval`` seconds, so frequent checks do not load the archive.
-Each source also shows whether it is initialized and the last error a request met.
+Each source also shows whether it is initialized and the last error a request met, named as
+clients are told it (a backend's URLs and answers stay in the gateway's log).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataSourcesError, safe_message
+from ..errors import DataSourcesError
+from .http_errors import client_message
 from .observe import Record
 
 if TYPE_CHECKING:
@@ -54,7 +56,7 @@ class Health:
             with self._lock:
                 self.last_errors[record.source] = {
                     "type": type(record.error).__name__,
-                    "message": safe_message(record.error),
+                    "message": client_message(record.error),
                     "status": record.status,
                     "route": record.route,
                     "at": time.time(),
@@ -69,7 +71,7 @@ class Health:
             return {
                 "ok": False,
                 "ms": round((time.perf_counter() - start) * 1000, 2),
-                "error": f"{type(exc).__name__}: {safe_message(exc)}",
+                "error": f"{type(exc).__name__}: {client_message(exc)}",
             }
 
     async def probe(self, name: str) -> dict[str, Any]:
