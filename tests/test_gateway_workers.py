@@ -168,10 +168,10 @@ def test_killing_a_worker_loses_no_request_that_was_not_in_flight_on_it(tmp_path
         pids = gw.workers()
         assert len(pids) == 2, pids
         outcomes: list[tuple[float, float, bool]] = []
-        stop = time.monotonic() + 4
+        stop = threading.Event()
 
         def client() -> None:
-            while time.monotonic() < stop:
+            while not stop.is_set():
                 start = time.monotonic()
                 try:
                     ok = _fresh_get(f"{gw.url}/dicom-web/studies").status_code == 200
@@ -179,20 +179,30 @@ def test_killing_a_worker_loses_no_request_that_was_not_in_flight_on_it(tmp_path
                     ok = False
                 outcomes.append((start, time.monotonic(), ok))
 
+        def wait_for(count: int, since: float) -> None:  # the machine may be slow: count answers, not seconds
+            deadline = time.monotonic() + 60
+            while sum(1 for s, _, ok in outcomes if ok and s > since) < count:
+                assert time.monotonic() < deadline, outcomes[-5:]
+                time.sleep(0.05)
+
         threads = [threading.Thread(target=client) for _ in range(2)]
         for thread in threads:
             thread.start()
-        time.sleep(1.5)
-        killed_at = time.monotonic()
-        os.kill(pids[0], signal.SIGKILL)
-        for thread in threads:
-            thread.join()
+        try:
+            wait_for(5, 0.0)
+            killed_at = time.monotonic()
+            os.kill(pids[0], signal.SIGKILL)
+            wait_for(10, killed_at + 0.05)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
         lost = [(s, e) for s, e, ok in outcomes if not ok]
         assert all(s <= killed_at <= e for s, e in lost), (lost, killed_at)  # only requests in flight at the kill
         assert len(lost) <= 2
         after = [ok for s, _, ok in outcomes if s > killed_at + 0.05]
-        assert len(after) > 10 and all(after)
-        deadline = time.monotonic() + 20
+        assert len(after) >= 10 and all(after)
+        deadline = time.monotonic() + 60
         while len(gw.workers()) < 2:  # the supervisor starts a new worker
             assert time.monotonic() < deadline, "no worker replaced the killed one"
             time.sleep(0.1)
