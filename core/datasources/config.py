@@ -233,9 +233,10 @@ def _load_yaml(text: str, path: Path) -> Any:
     """``yaml.safe_load``, with the document's aliases checked before any of it is built."""
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
         _check_yaml_depth(text, path)
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -251,7 +252,8 @@ def _load_yaml(text: str, path: Path) -> Any:
     except Exception as exc:  # PyYAML's constructors: a bad timestamp, a huge int, a bad base64...
         raise ConfigurationError(f"{path}: {type(exc).__name__}: {str(exc)[:300]}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _check_yaml_depth(text: str, path: Path) -> None:
