@@ -1,22 +1,18 @@
 """Hypothesis: multipart build/parse round-trip any parts; a content type holding CR/LF is
 refused, never injected; any body parses or raises a ``datasources.errors`` type (issue 11).
 
-Examples are derandomized (tests/conftest.py's ``ci`` profile); each is read from one byte
+Examples are derandomized (tests/conftest.py's ``ci`` profile), 10,000 in CI; each is read from one byte
 string (tests/support/fuzzbytes.py) so that 10,000 of them cost seconds.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 from datasources import multipart
 from datasources.errors import DatasetError, DataSourcesError, MalformedResponseError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.fuzzbytes import Choices
-
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
+from support.fuzzbytes import EXAMPLES, Choices
 
 TYPES = [
     "application/dicom",
@@ -61,7 +57,7 @@ def test_build_then_parse_gives_the_parts_back_or_refuses_them(data: bytes) -> N
     assert [(p.content, p.content_type) for p in back] == [(content, t.strip()) for content, t in parts]
 
 
-@settings(max_examples=EXAMPLES // 2)
+@settings(max_examples=EXAMPLES // 10)
 @given(st.binary(max_size=96))
 def test_any_body_parses_or_raises_a_typed_error(data: bytes) -> None:
     c = Choices(data)

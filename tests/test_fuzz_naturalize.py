@@ -1,23 +1,20 @@
 """Hypothesis: naturalize/denaturalize round-trip well-formed DICOM JSON exactly, and on broken
 or arbitrary input raise nothing but ``datasources.errors`` types (issue 11).
 
-Examples are derandomized (tests/conftest.py's ``ci`` profile): the same ones on every run.
+Examples are derandomized (tests/conftest.py's ``ci`` profile), 10,000 in CI: the same ones on every run.
 Strategies draw from small pools so that 10,000 examples cost seconds, not minutes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any
 
 from datasources.errors import DataSourcesError
 from datasources.naturalize import denaturalize, naturalize_many
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.fuzzbytes import Choices
-
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
+from support.fuzzbytes import EXAMPLES, Choices
 
 text = st.text("aZ^=*? .\\1é", max_size=5)
 # (tag, element) pairs of every shape naturalize knows: VM 1 and 1-n text, numbers, PN, UID,

@@ -7,10 +7,15 @@ well: fewer and smaller bytes give fewer, earlier choices (the first item of eac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# examples of each suite's main property: 10,000 in CI (CI=true, as .ci/run runs), 2,000 in a
+# developer's run of the whole suite; FUZZ_EXAMPLES sets it either way
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or (10_000 if os.environ.get("CI") else 2_000))
 
 
 class Choices:
