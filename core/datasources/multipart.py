@@ -141,9 +141,7 @@ def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = Dat
         raise error("the multipart body never contains its boundary")
     parts: list[Part] = []
     position = start + len(delimiter)
-    # the line ending is the first boundary line's, for the whole body: looking for the other
-    # kind in every part would scan to the end each time (quadratic in the number of parts)
-    closing = b"\n" + delimiter if body[position : position + 1] == b"\n" else b"\r\n" + delimiter
+    finder = _Delimiters(body, delimiter)
     while True:
         if body[position : position + 2] == b"--":
             return parts
@@ -155,7 +153,7 @@ def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = Dat
             raise error("the multipart body has text after a boundary")
         headers: dict[str, str] = {}
         # every search stops at this part's delimiter: linear in the body, whatever the parts
-        end = body.find(closing, position)
+        end, size = finder.next(position)
         if end < 0:
             raise error("the multipart body is truncated: no closing boundary")
         if body[position : position + 2] == b"\r\n":  # a part without headers
@@ -174,8 +172,31 @@ def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = Dat
                     headers[name.strip().lower()] = value.strip()
             content_start = header_end + separator
         if content_start > end:  # the blank line ending the headers was the delimiter's own line break
-            end = body.find(closing, content_start)
+            end, size = finder.next(content_start)
             if end < 0:
                 raise error("the multipart body is truncated: no closing boundary")
         parts.append(Part(headers, body[content_start:end]))
-        position = end + len(closing)
+        position = end + size
+
+
+class _Delimiters:
+    """The next ``CRLF--boundary`` at or after a position, else the next ``LF--boundary`` (some
+    writers end lines with LF alone). Positions only grow, so each search resumes where the last
+    one's answer was used: one pass over the body, however many parts (a search from every part
+    for a kind of delimiter the body lacks would scan to its end each time)."""
+
+    __slots__ = ("body", "crlf", "crlf_at", "lf", "lf_at")
+
+    def __init__(self, body: bytes, delimiter: bytes) -> None:
+        self.body = body
+        self.crlf, self.lf = b"\r\n" + delimiter, b"\n" + delimiter
+        self.crlf_at = self.lf_at = -2  # -2: not searched yet; -1: none left in the body
+
+    def next(self, position: int) -> tuple[int, int]:
+        if self.crlf_at != -1 and self.crlf_at < position:
+            self.crlf_at = self.body.find(self.crlf, position)
+        if self.crlf_at >= 0:
+            return self.crlf_at, len(self.crlf)
+        if self.lf_at != -1 and self.lf_at < position:
+            self.lf_at = self.body.find(self.lf, position)
+        return self.lf_at, len(self.lf)
