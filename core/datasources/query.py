@@ -82,13 +82,22 @@ def _normalize_value(key: str, value: Any) -> str | list[str] | None:
     return text if text != "" else None
 
 
+_LOWERED: dict[str, str] = {}  # lower-cased keyword or alias -> itself; built once, from the dictionary
+
+
 def _suggest(name: str) -> str:
+    """A hint for a misspelt keyword. Built for a bad request's cost, not a dictionary scan's:
+    difflib only compares names of about the same length (a ratio of 0.75 needs that anyway)."""
     keywords = _keyword_table()
-    lowered = {k.lower(): k for k in OHIF_ALIASES}
-    lowered.update({k.lower(): k for k in keywords})  # the keyword wins over the alias
-    if name.lower() in lowered:
-        return f"; did you mean {lowered[name.lower()]!r}? (keywords are case-sensitive)"
-    close = difflib.get_close_matches(name, list(keywords) + list(OHIF_ALIASES), n=3, cutoff=0.75)
+    if not _LOWERED:
+        lowered = {k.lower(): k for k in OHIF_ALIASES}
+        lowered.update({k.lower(): k for k in keywords})  # the keyword wins over the alias
+        _LOWERED.update(lowered)
+    if name.lower() in _LOWERED:
+        return f"; did you mean {_LOWERED[name.lower()]!r}? (keywords are case-sensitive)"
+    slack = len(name) // 3 + 1
+    candidates = [k for k in _LOWERED.values() if abs(len(k) - len(name)) <= slack]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.75)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
