@@ -57,15 +57,29 @@ def _reference(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
 
 
+def _ratio(records: list[dict[str, Any]], key: str, pattern: str, repeat: int = 9) -> float:
+    """Best time of the pattern over best time of an equality search, measured in turns, so
+    that both see the same load on a shared machine."""
+    equality = parse_search("study", {"StudyInstanceUID": records[-1]["StudyInstanceUID"] + "x"})
+    hostile = parse_search("study", {key: pattern})
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for i, query in enumerate((equality, hostile)):
+            start = time.perf_counter()
+            filter_records(records, query)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best[1] / best[0]
+
+
 @pytest.mark.parametrize("pattern", WORST)
 def test_worst_patterns_cost_a_bounded_ratio_of_an_equality_match(pattern: str) -> None:
-    for length, count in ((64, 3000), (4096, 100)):
+    for length, count in ((64, 3000), (4096, 300)):
         records = _records(count, length)
-        equality = _search_time(records, "StudyInstanceUID", records[-1]["StudyInstanceUID"] + "x")
         for key in ("StudyInstanceUID", "StudyDescription"):  # exact (UI) and case-folded (LO) paths
-            ratio = _search_time(records, key, pattern) / equality
+            ratio = _ratio(records, key, pattern)
             # linear in len(value) x len(pattern): the ratio may grow with the pattern, never explode
-            assert ratio < 8 * len(pattern), (length, key, pattern, ratio)
+            # (measured 3 x len(pattern) at worst on an idle machine; a backtracking engine: minutes)
+            assert ratio < 20 * len(pattern), (length, key, pattern, ratio)
 
 
 @pytest.mark.parametrize("pattern", ["*1?1?1?1?1?1?1?1?1?x*", "*?" * 10, "*1" * 11 + "*x"])
