@@ -85,8 +85,14 @@ def test_worst_patterns_cost_a_bounded_ratio_of_an_equality_match(pattern: str) 
 @pytest.mark.parametrize("pattern", ["*1?1?1?1?1?1?1?1?1?x*", "*?" * 10, "*1" * 11 + "*x"])
 def test_cost_grows_linearly_with_the_value(pattern: str) -> None:
     short, long = _records(50, 2048), _records(50, 8192)
-    ratio = _search_time(long, "StudyInstanceUID", pattern) / _search_time(short, "StudyInstanceUID", pattern)
-    assert ratio < 4 * 2.5, ratio  # 4x the length: about 4x the time (a backtracking engine: far more)
+    query = parse_search("study", {"StudyInstanceUID": pattern})
+    best = [float("inf"), float("inf")]
+    for _ in range(9):  # in turns, so that both see the same load
+        for i, records in enumerate((short, long)):
+            start = time.perf_counter()
+            filter_records(records, query)
+            best[i] = min(best[i], time.perf_counter() - start)
+    assert best[1] / best[0] < 4 * 3, best  # 4x the length: about 4x the time (a backtracking engine: far more)
 
 
 def test_the_matcher_agrees_with_a_regular_expression_on_small_cases() -> None:
