@@ -118,17 +118,28 @@ class DimseClient:
 
     # -- C-GET / C-MOVE ------------------------------------------------------------------------
 
-    def get(self, identifier: Any, sop_classes: Sequence[str], sink: Callable[[Any], int]) -> Any:
-        """C-GET at the identifier's level; every instance goes to ``sink``. Returns the final status."""
+    def get(self, identifier: Any, sop_classes: Sequence[str] | None, sink: Callable[[Any], int]) -> Any:
+        """C-GET at the identifier's level; every instance goes to ``sink``. Returns the final status.
+
+        With the series' SOP classes known, each class is offered once per transfer syntax, so
+        the peer sends every instance as stored. Unknown (a peer whose C-FIND does not return
+        SOPClassUID): pynetdicom's common storage classes, one context each.
+        """
+        from pynetdicom import StoragePresentationContexts
         from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
-        classes = sorted(set(sop_classes))
-        per_class = max(1, min(len(STORAGE_SYNTAXES), (_MAX_CONTEXTS - 1) // max(1, len(classes))))
+        if sop_classes:
+            classes = sorted(set(sop_classes))
+            per_class = max(1, min(len(STORAGE_SYNTAXES), (_MAX_CONTEXTS - 1) // len(classes)))
+            syntax_groups = [[ts] for ts in STORAGE_SYNTAXES[:per_class]]
+        else:
+            classes = [c.abstract_syntax for c in StoragePresentationContexts][: _MAX_CONTEXTS - 1]
+            syntax_groups = [list(STORAGE_SYNTAXES)]
 
         def contexts() -> list[Any]:
             out = [_context(_GET, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])]
             for uid in classes:
-                out += [_context(uid, [ts]) for ts in STORAGE_SYNTAXES[:per_class]]
+                out += [_context(uid, group) for group in syntax_groups]
             return out
 
         def roles() -> list[Any]:
@@ -141,7 +152,8 @@ class DimseClient:
                 found.append(role)
             return found
 
-        with self.pool.association(("get", tuple(classes)), contexts, roles) as assoc:
+        kind = ("get", tuple(classes) if sop_classes else "common")
+        with self.pool.association(kind, contexts, roles) as assoc:
             assoc.dimse_sink = sink
             final = None
             for status, _answer in assoc.send_c_get(identifier, _GET, msg_id=self._msg_id()):

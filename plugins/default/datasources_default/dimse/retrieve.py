@@ -116,13 +116,11 @@ class StorageSCP:
                 server.shutdown()
 
 
-def _final_failures(final: Any, operation: str, peer: str) -> list[FailedSubOperation]:
-    """The failed sub-operations a final C-GET/C-MOVE status lists (PS3.4 C.4.2.1.4)."""
+def _final_failures(final: Any, operation: str) -> tuple[list[FailedSubOperation], int | None]:
+    """The failed sub-operations a final C-GET/C-MOVE status lists (PS3.4 C.4.2.1.4), and its code."""
     if final is None or "Status" not in final:
-        return []
+        return [], None
     code = int(final.Status)
-    if code in (0x0000,):
-        return []
     listed = final.get("FailedSOPInstanceUIDList")
     if listed is None or listed == "":
         uids: list[Any] = []
@@ -130,9 +128,9 @@ def _final_failures(final: Any, operation: str, peer: str) -> list[FailedSubOper
         uids = [listed]
     else:
         uids = list(listed)
-    if not uids and code not in (0xB000,):
-        raise DimseStatusError(peer, operation, code, str(final.get("ErrorComment", "")))
-    return [FailedSubOperation(str(u), code, f"{operation} reported it failed") for u in uids if u]
+    comment = str(final.get("ErrorComment", "") or "")
+    reason = f"{operation} reported it failed" + (f": {comment}" if comment else "")
+    return [FailedSubOperation(str(u), code, reason) for u in uids if u], code
 
 
 def retrieve_series(
@@ -170,15 +168,17 @@ def retrieve_series(
             final = client.move(move)
         operation = "C-MOVE"
     else:
-        classes = [c for c in expected.values() if c] or ["1.2.840.10008.5.1.4.1.1.7"]
-        final = client.get(move, classes, delivery)
+        classes = list(expected.values())
+        final = client.get(move, classes if all(classes) else None, delivery)
         operation = "C-GET"
     if delivery.cache_error is not None:
         raise delivery.cache_error
-    failed = _final_failures(final, operation, client.peer) + delivery.errors
+    listed, code = _final_failures(final, operation)
+    failed = listed + delivery.errors
     known = {f.sop_instance_uid for f in failed}
+    status = code if code not in (None, 0x0000) else None
     failed += [
-        FailedSubOperation(sop, None, f"{operation} never delivered it")
+        FailedSubOperation(sop, status, f"{operation} never delivered it")
         for sop in expected
         if sop not in delivery.paths and sop not in known
     ]
