@@ -83,8 +83,9 @@ class DimseClient:
 
     # -- C-ECHO ------------------------------------------------------------------------------
 
-    def echo(self) -> None:
-        with self._query() as assoc:
+    def echo(self, *, fresh: bool = False) -> None:
+        """C-ECHO; ``fresh`` on a new association (what a health check needs)."""
+        with self.pool.association("query", _query_contexts, fresh=fresh) as assoc:
             code = self._status("C-ECHO", assoc.send_c_echo(msg_id=self._msg_id()))
         if code != 0:
             raise DimseStatusError(self.peer, "C-ECHO", code)

@@ -81,10 +81,10 @@ class DimseSource(Source):
         self.client.echo()
         return self.get_study_instance_uids(params, query)
 
-    def echo(self) -> float:
-        """C-ECHO once; the round trip in milliseconds."""
+    def echo(self, fresh: bool = True) -> float:
+        """C-ECHO on a new association (the pool's may predate an outage); milliseconds taken."""
         start = time.perf_counter()
-        self.client.echo()
+        self.client.echo(fresh=fresh)
         return (time.perf_counter() - start) * 1000
 
     def health(self) -> dict[str, Any]:
