@@ -9,9 +9,11 @@ handed to the next caller.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import socket
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
@@ -46,6 +48,7 @@ class AssociationPool:
         self._open = 0
         self.peak = 0  # most associations open at once (tests check maxAssociations with it)
         self.opened = 0
+        _close_at_exit(self)
 
     # -- the AE ----------------------------------------------------------------------------
 
@@ -172,6 +175,31 @@ class AssociationPool:
         for assoc in idle:
             with contextlib.suppress(Exception):
                 assoc.release()
+
+
+def _close_at_exit(pool: AssociationPool) -> None:
+    """Release idle associations when the interpreter exits.
+
+    pynetdicom's DUL threads are not daemons: an idle pooled association would keep a CLI
+    process alive until ``timeouts.network`` closes it. ``threading._register_atexit`` runs
+    before non-daemon threads are joined (plain ``atexit`` runs after, too late); it is what
+    ``concurrent.futures`` uses.
+    """
+    ref = weakref.ref(pool)
+
+    def close() -> None:
+        live = ref()
+        if live is not None:
+            live.close()
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(close)
+            return
+    except RuntimeError:  # already shutting down
+        return
+    atexit.register(close)
 
 
 def _dispatch_store(event: Any) -> int:
