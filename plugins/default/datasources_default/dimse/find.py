@@ -102,8 +102,46 @@ def client_query(query: SearchQuery) -> SearchQuery:
     return query.without_paging()
 
 
+_INTS = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
+_FLOATS = frozenset({"DS", "FL", "FD"})
+
+
+def _plain(value: Any, vr: str) -> Any:
+    if vr == "PN":
+        return {"Alphabetic": str(value)}
+    if vr in _INTS:
+        return int(value)
+    if vr in _FLOATS:
+        number = float(value)
+        return int(number) if number.is_integer() and vr == "DS" and "." not in str(value) else number
+    return str(value)
+
+
 def record_of(identifier: Any) -> dict[str, Any]:
-    """A C-FIND answer as a naturalized record, without the query's bookkeeping attributes."""
+    """A C-FIND answer as a naturalized record, without the query's bookkeeping attributes.
+
+    Answers are flat (keyword -> text, number or PN), so they are converted element by
+    element; one holding a sequence or a private element goes the general way (DICOM JSON).
+    """
+    from pydicom.multival import MultiValue
+
+    record: dict[str, Any] = {}
+    for elem in identifier:
+        keyword, vr, value = elem.keyword, elem.VR, elem.value
+        if not keyword or vr in ("SQ", "OB", "OW", "UN") or " or " in vr:
+            return _general(identifier)
+        if keyword in _DROP or value is None or value == "":
+            continue
+        if not isinstance(value, MultiValue | list):
+            record[keyword] = _plain(value, vr)
+        else:
+            items = [_plain(v, vr) for v in value if v is not None and v != ""]
+            if items:
+                record[keyword] = items if len(items) > 1 else items[0]
+    return record
+
+
+def _general(identifier: Any) -> dict[str, Any]:
     record = from_pydicom(identifier)
     for key in _DROP:
         record.pop(key, None)
