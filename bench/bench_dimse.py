@@ -148,7 +148,8 @@ def main() -> None:
     lines = [
         f"## dimse source vs pynetdicom and Orthanc's DICOMweb, {dt.date.today().isoformat()}",
         "",
-        f"`python bench/bench_dimse.py --runs {args.runs} --record`, one Orthanc 1.10 on loopback "
+        f"`python bench/bench_dimse.py --runs {args.runs}{' --search-only' if args.search_only else ''} --record`, "
+        "one Orthanc 1.10 on loopback "
         "(DICOM port and DICOMweb), 2 cores shared by server and client; a study of 2 series x 100 "
         "instances (64x64, 16-bit), 301 studies for search. Medians.",
         "",
