@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -226,3 +227,31 @@ def test_two_processes_share_one_cache(scripted: ScriptedPacs, tmp_path: Path) -
         if path.is_file():
             assert not path.name.startswith(".tmp-")
             assert pydicom.dcmread(path).SOPInstanceUID in mine[0]
+
+
+def test_tls_to_the_pacs(tmp_path: Path) -> None:
+    import ssl
+
+    from datasources.errors import ConfigurationError
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    datasets = make_study(StudySpec("dimse-tls", n_instances=1))
+    with ScriptedPacs(datasets, ssl_context=server_context) as pacs:
+        tls = {"ca": str(cert), "cert": str(cert), "key": str(key)}
+        host = dimse_host(pacs.source_config(tls=tls, cache=str(tmp_path / "cache")))
+        found = host.active_data_source.query.studies.search()
+        assert [s["StudyInstanceUID"] for s in found] == [str(datasets[0].StudyInstanceUID)]
+        assert host.active_data_source.get_config()["tls"] == tls  # paths only: no key material
+        plain = dimse_host(pacs.source_config(cache=str(tmp_path / "cache2"), timeouts={"acse": 2}))
+        with pytest.raises((AssociationRejectedError, PeerUnreachableError)):
+            plain.active_data_source.query.studies.search()  # no TLS: the handshake never completes
+        missing = dimse_host(pacs.source_config(tls={"ca": str(tmp_path / "nope.pem")}, cache=str(tmp_path)))
+        with pytest.raises(ConfigurationError, match="tls files cannot be loaded"):
+            missing.active_data_source.query.studies.search()

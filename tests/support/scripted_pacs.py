@@ -34,7 +34,8 @@ _UNIQUE = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": 
 
 
 class ScriptedPacs:
-    def __init__(self, datasets: list[Any], aet: str = "SCRIPTED") -> None:
+    def __init__(self, datasets: list[Any], aet: str = "SCRIPTED", ssl_context: Any = None) -> None:
+        self.ssl_context = ssl_context
         self.datasets = datasets
         self.aet = aet
         self.find_delay = 0.0
@@ -116,7 +117,9 @@ class ScriptedPacs:
             (evt.EVT_CONN_OPEN, self._opened),
             (evt.EVT_CONN_CLOSE, self._closed),
         ]
-        self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self._server = ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=handlers, ssl_context=self.ssl_context
+        )
         self.port = self._server.server_address[1]
         return self
 
