@@ -143,7 +143,8 @@ def test_a_factory_that_exits_makes_its_source_unavailable_not_the_host(tmp_path
         from datasources import Host
         h = Host({"dataSources": [
             {"namespace": "exitfactory.dataSourcesModule.src", "sourceName": "bad", "configuration": {}},
-            {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "ok", "configuration": {"bundled": "sample"}},
+            {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "ok",
+             "configuration": {"bundled": "sample"}},
         ], "defaultDataSourceName": "ok"})
         try:
             h.get_data_source("bad")
