@@ -18,9 +18,18 @@ from rich.table import Table
 
 from ..errors import DataSourcesError
 
+
+class _Console(Console):
+    """A rich console that lets a broken pipe reach ``main`` (rich's own exits 1), which exits quietly."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 # piped output is not a terminal: rich would squeeze tables into 80 columns, so give it room
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-err = Console(stderr=True, soft_wrap=True)
+out = _Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+err = _Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -87,9 +96,12 @@ def _escape(text: str) -> str:
 
 
 def _host(config: Path | None, strict: bool = False) -> Any:
+    """The host of ``--config`` given after the command, else before it, else the bundled sample."""
     from ..host import Host
+    from .globalopts import STATE
 
-    return _run(lambda: Host.from_config(config, strict=strict))
+    chosen = config if config is not None else STATE.config
+    return _run(lambda: Host.from_config(chosen, strict=strict))
 
 
 def _print_json(data: Any) -> None:

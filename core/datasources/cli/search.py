@@ -122,6 +122,6 @@ def metadata(
 
 def register(app: typer.Typer) -> None:
     """Add ``studies``, ``series`` and ``metadata`` to the ``datasources`` command."""
-    app.command("studies", context_settings={"help_option_names": ["-h", "--help"]})(studies)
+    app.command("studies")(studies)
     app.command("series")(series)
     app.command("metadata")(metadata)
