@@ -30,6 +30,7 @@ __all__ = [
     "HelperNotFoundError",
     "InterfaceError",
     "InvalidQueryError",
+    "InvalidQueryValueError",
     "MalformedResponseError",
     "NotFoundError",
     "NotSupportedError",
@@ -166,6 +167,16 @@ class NotSupportedError(DataSourcesError, NotImplementedError):
 
 class InvalidQueryError(DataSourcesError, ValueError):
     """A search filter is not a DICOM keyword or tag, or its value is malformed."""
+
+
+class InvalidQueryValueError(InvalidQueryError):
+    """A filter's value is not a valid date, time, UID or number for its key; names the key as given."""
+
+    def __init__(self, key: str, value: object, expected: str) -> None:
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{key}: {value!r} is not {expected}")
 
 
 class DatasetError(DataSourcesError, ValueError):

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from ..errors import DataSourcesError, safe_message
+from ..errors import DataSourcesError, InvalidQueryError, safe_message
 from .globalopts import State
 
 __all__ = ["BROKEN_PIPE", "ClickException", "UsageError", "run"]
@@ -95,7 +95,7 @@ def _report(exc: Exception) -> int:
         return int(getattr(exc, "exit_code", 2))
     if isinstance(exc, DataSourcesError):
         _say(f"error: {exc}")
-        return 1
+        return 2 if isinstance(exc, InvalidQueryError) else 1
     if isinstance(exc, OSError):
         _say(f"error: {type(exc).__name__}: {exc}")
         return 1

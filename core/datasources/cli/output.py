@@ -81,8 +81,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _run(func: Callable[[], T]) -> T:
+    """``func()``; a data-source error is one line and exit 1 (a bad query, typed by the user: exit 2)."""
+    from ..errors import InvalidQueryError
+
     try:
         return func()
+    except InvalidQueryError as exc:
+        raise _fail(_escape(str(exc)), code=2) from None
     except DataSourcesError as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
