@@ -19,6 +19,7 @@ import typer
 
 from ..errors import DataSourcesError, InvalidQueryError, safe_message
 from .globalopts import State
+from .output import PipeClosed
 
 __all__ = ["BROKEN_PIPE", "ClickException", "UsageError", "run"]
 
@@ -66,7 +67,7 @@ def run(build: Callable[[], Any], args: list[str], state: State) -> int:
             command = build()
             result = command.main(args=args, prog_name="datasources", standalone_mode=False)
             sys.stdout.flush()
-        except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError):
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError, PipeClosed):
             raise
         except Exception as exc:
             if state.debug:
@@ -81,7 +82,7 @@ def run(build: Callable[[], Any], args: list[str], state: State) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
-    except BrokenPipeError:
+    except (BrokenPipeError, PipeClosed):
         _quiet_stdout()
         return BROKEN_PIPE
     if isinstance(result, int) and not isinstance(result, bool):

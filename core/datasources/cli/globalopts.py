@@ -138,6 +138,18 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
     err.print(f"warning: {message}", markup=False, highlight=False)
 
 
+class _OneLine(logging.Formatter):
+    """``warning: message`` (the logger's name too from ``--log-level info`` on)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = " ".join(record.getMessage().split())
+        if record.levelno < logging.WARNING:
+            text = f"{record.name}: {text}"
+        if record.exc_info and STATE.debug:
+            text += "\n" + self.formatException(record.exc_info)
+        return f"{record.levelname.lower()}: {text}"
+
+
 @contextlib.contextmanager
 def session(args: list[str]) -> Iterator[State]:
     """Fresh global state, warnings as one line and log records on stderr, for one run; restored after."""
@@ -150,7 +162,7 @@ def session(args: list[str]) -> Iterator[State]:
     root_logger = logging.getLogger()
     previous_level = root_logger.level
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+    handler.setFormatter(_OneLine())
     root_logger.addHandler(handler)
     root_logger.setLevel(logging.WARNING)
     previous_show = warnings.showwarning

@@ -19,12 +19,19 @@ from rich.table import Table
 from ..errors import DataSourcesError
 
 
+class PipeClosed(Exception):
+    """stdout's reader went away (``| head``): ``main`` exits quietly.
+
+    Not an ``OSError``: click would turn one with ``EPIPE`` into ``sys.exit(1)``.
+    """
+
+
 class _Console(Console):
-    """A rich console that lets a broken pipe reach ``main`` (rich's own exits 1), which exits quietly."""
+    """A rich console that lets a broken pipe reach ``main`` (rich's own exits 1)."""
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
-        raise BrokenPipeError
+        raise PipeClosed
 
 
 # piped output is not a terminal: rich would squeeze tables into 80 columns, so give it room
@@ -59,20 +66,15 @@ def _progress_bar() -> Any:
 
 
 def _show(rows: Any, json_output: bool, title: str, columns: Iterable[tuple[str, str]]) -> None:
-    """Search results as JSON or a table, after a warning for any backend that failed."""
-    _note_failures(rows)
+    """Search results as JSON or a table.
+
+    A backend of a source over several (merge) that failed is said once, by the source's own
+    warning on the ``datasources.merge`` logger, shown on stderr as ``warning: ...``.
+    """
     if json_output:
         _print_json(rows)
     else:
         out.print(_table(title, rows, columns))
-
-
-def _note_failures(rows: Any) -> None:
-    """A source over several backends (merge) returns rows with ``failures``: say which, on stderr."""
-    from ..errors import safe_message
-
-    for member, exc in (getattr(rows, "failures", None) or {}).items():
-        err.print(f"warning: {member} failed: {safe_message(exc)}", markup=False, highlight=False)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -112,7 +114,11 @@ def _host(config: Path | None, strict: bool = False) -> Any:
 def _print_json(data: Any) -> None:
     import orjson
 
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    try:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise PipeClosed from None
 
 
 def _text(value: Any) -> str:
