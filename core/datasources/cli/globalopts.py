@@ -117,7 +117,8 @@ def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if "debug" in added:
-            STATE.debug = STATE.debug or bool(kwargs.pop("debug", False))
+            asked = bool(kwargs.pop("debug", False))
+            STATE.debug = STATE.debug or asked
         if "log_level" in added:
             _apply_level(parse_level(kwargs.pop("log_level", None)))
         return func(*args, **kwargs)
