@@ -30,6 +30,7 @@ GROUPS: tuple[str, ...] = (
     "store",
     "index",
     "serve",
+    "export",
 )
 
 app = typer.Typer(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from datasources.interface import IWebApiDataSource, not_supported
+from datasources import Source
+from datasources.interface import IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.query import parse_search
 from datasources.results import InstanceOutcome, StoreResult
@@ -15,39 +16,56 @@ import datasources_testext
 datasources_testext.SOURCE_IMPORTED = True
 
 
-def create_memory_api(configuration: Mapping[str, Any], host: Any = None) -> Any:
-    studies = [dict(s) for s in configuration.get("studies", [])]
-    stored: list[Any] = []
-    calls: list[tuple[str, Any]] = []
+class MemorySource(Source):
+    """Studies from the configuration; stored datasets and initialize calls kept for tests."""
 
-    def initialize(params: Any = None, query: Any = None) -> None:
-        calls.append(("initialize", dict(query or {})))
+    HELPERS = ("stored", "calls")
+    READ_ONLY_REASON = "memory source keeps no series"
 
-    def search_studies(filters: Any = None, /, **kwargs: Any) -> list[dict[str, Any]]:
-        return filter_records(studies, parse_search("study", filters, **kwargs))
+    def __init__(self, configuration: Mapping[str, Any] | None = None, host: Any = None) -> None:
+        super().__init__(configuration, host)
+        self.studies = [dict(s) for s in self.configuration.get("studies", [])]
+        self._stored: list[Any] = []
+        self._calls: list[tuple[str, Any]] = []
 
-    def empty(*args: Any, **kwargs: Any) -> list[Any]:
+    def initialize(self, params: Any = None, query: Any = None) -> None:
+        self._calls.append(("initialize", dict(query or {})))
+
+    def search_studies(self, filters: Any = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        return filter_records(self.studies, parse_search("study", filters, **kwargs))
+
+    def search_series(self, *args: Any, **kwargs: Any) -> list[Any]:
         return []
 
-    def store_dicom(datasets: Any, **kwargs: Any) -> StoreResult:
+    def search_instances(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+    def series_metadata(self, study_instance_uid: str, **kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    def store_dicom(self, datasets: Any, **kwargs: Any) -> StoreResult:
         items = datasets if isinstance(datasets, list) else [datasets]
-        stored.extend(items)
+        self._stored.extend(items)
         return StoreResult([InstanceOutcome("stored", getattr(d, "SOPInstanceUID", None)) for d in items])
 
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={"studies": {"search": search_studies}, "series": {"search": empty}, "instances": {"search": empty}},
-        retrieve={
-            "series": {"metadata": lambda study_instance_uid, **kw: {}},
-            "direct_url": not_supported("retrieve.direct_url"),
-            "bulk_data_uri": not_supported("retrieve.bulk_data_uri"),
-        },
-        store={"dicom": store_dicom},
-        reject={"series": not_supported("reject.series", "memory source keeps no series")},
-        get_image_ids_for_display_set=lambda display_set: [],
-        get_image_ids_for_instance=lambda instance, frame=None: f"memory:{instance['SOPInstanceUID']}",
-        get_config=lambda: dict(configuration),
-        get_study_instance_uids=lambda params=None, query=None: [s["StudyInstanceUID"] for s in studies],
-        delete_study_metadata=lambda uid: None,
-        helpers={"stored": lambda: list(stored), "calls": lambda: list(calls)},
-    )
+    def get_image_ids_for_display_set(self, display_set: Any) -> list[str]:
+        return []
+
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
+        return f"memory:{instance['SOPInstanceUID']}"
+
+    def get_study_instance_uids(self, params: Any = None, query: Any = None) -> list[str]:
+        return [s["StudyInstanceUID"] for s in self.studies]
+
+    def delete_study_metadata(self, study_instance_uid: str) -> None:
+        """Nothing cached: the studies live in the configuration."""
+
+    def stored(self) -> list[Any]:
+        return list(self._stored)
+
+    def calls(self) -> list[tuple[str, Any]]:
+        return list(self._calls)
+
+
+def create_memory_api(configuration: Mapping[str, Any], host: Any = None) -> Any:
+    return IWebApiDataSource.from_source(MemorySource(configuration, host))
