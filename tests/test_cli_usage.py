@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 EXE = shutil.which("datasources")
-COMMANDS = ("plugins", "sources", "studies", "series", "metadata", "store", "index", "serve")
+COMMANDS = ("plugins", "sources", "studies", "series", "metadata", "store", "index", "serve", "export static-wado")
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,10 +60,13 @@ MISTAKES = [
     (["serve", "--port", "abc"], 2, "'--port'"),
     (["serve", "--port", "70000"], 2, "'--port'"),
     (["plugins", "extra"], 2, "unexpected extra argument"),
+    (["export", "frobnicate"], 2, "No such command 'frobnicate'"),
+    (["export", "static-wado", "--bogus"], 2, "No such option: --bogus"),
+    (["export", "static-wado", "-v", "loud"], 2, "'--log-level'"),
 ]
 
 
-HELPS = [[command, "-h"] for command in COMMANDS] + [["studies", "--help"], ["serve", "--help"]]
+HELPS = [[*command.split(), "-h"] for command in COMMANDS] + [["studies", "--help"], ["serve", "--help"]]
 
 
 @pytest.fixture(scope="module")
@@ -87,16 +90,18 @@ def test_a_mistake_is_one_line_and_its_exit_code(ran: dict, args: list[str], cod
     assert "/plugins/default/" not in lines[0]  # sources are named by sourceName, never by a server path
 
 
-def test_bare_command_shows_the_help_and_exits_2() -> None:
-    result = run()
+@pytest.mark.parametrize("args", [[], ["export"]], ids=["datasources", "datasources export"])
+def test_a_bare_group_shows_the_help_and_exits_2(args: list[str]) -> None:
+    result = run(*args)
     assert result.returncode == 2
     shown = result.stdout + result.stderr
-    assert "Usage: datasources" in shown and "studies" in shown and "Traceback" not in shown
+    assert f"Usage: datasources {' '.join(args)}".strip() in shown and "Traceback" not in shown
+    assert "error:" not in result.stderr  # the help is the answer, not an empty error line
 
 
 @pytest.mark.parametrize("args", HELPS, ids=[" ".join(h) for h in HELPS])
 def test_help_and_the_global_options_on_every_command(ran: dict, args: list[str]) -> None:
-    command = args[0]
+    command = " ".join(args[:-1])
     result = ran[tuple(args)]
     assert result.returncode == 0, result.stderr
     assert f"Usage: datasources {command}" in result.stdout

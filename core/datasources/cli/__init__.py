@@ -71,8 +71,16 @@ def _register_groups() -> None:
                 raise  # the group exists but one of its own imports is missing: a real bug
             continue
         module.register(app)
-    for info in app.registered_commands:
+    _add_global_options(app)
+
+
+def _add_global_options(typer_app: typer.Typer) -> None:
+    """Every command of ``typer_app`` and of its sub-groups (``export static-wado``) gets the global options."""
+    for info in typer_app.registered_commands:
         info.callback = _globals.with_global_options(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _add_global_options(group.typer_instance)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,7 +92,9 @@ def run(build: Callable[[], Any], args: list[str], state: State) -> int:
 
 def _report(exc: Exception) -> int:
     if isinstance(exc, ClickException):
-        _say(_usage_line(exc))
+        if exc.format_message().strip():
+            _say(_usage_line(exc))
+        # else: a group given no command (click >= 8.2) has already printed its help
         return int(getattr(exc, "exit_code", 2))
     if isinstance(exc, DataSourcesError):
         _say(f"error: {exc}")
