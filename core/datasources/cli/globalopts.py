@@ -61,7 +61,7 @@ LogLevelOpt = Annotated[
     typer.Option("--log-level", "-v", help=f"Log messages from this level on, on stderr: {', '.join(LEVELS)}."),
 ]
 DebugOpt = Annotated[
-    bool, typer.Option("--debug", help="Show the traceback of an error (also: DATASOURCES_DEBUG=1).", envvar=None)
+    bool, typer.Option("--debug", help="Show the traceback of an error (also: DATASOURCES_DEBUG=1).")
 ]
 RootConfigOpt = Annotated[
     Path | None,
