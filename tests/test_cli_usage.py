@@ -62,7 +62,7 @@ MISTAKES = [
     (["plugins", "extra"], 2, "unexpected extra argument"),
     (["export", "frobnicate"], 2, "No such command 'frobnicate'"),
     (["export", "static-wado", "--bogus"], 2, "No such option: --bogus"),
-    (["export", "static-wado", "-v", "loud"], 2, "'--log-level'"),
+    (["export", "static-wado", "out", "-v", "loud"], 2, "'--log-level'"),
 ]
 
 
