@@ -60,9 +60,7 @@ LogLevelOpt = Annotated[
     str | None,
     typer.Option("--log-level", "-v", help=f"Log messages from this level on, on stderr: {', '.join(LEVELS)}."),
 ]
-DebugOpt = Annotated[
-    bool, typer.Option("--debug", help="Show the traceback of an error (also: DATASOURCES_DEBUG=1).")
-]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (also: DATASOURCES_DEBUG=1).")]
 RootConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Configuration file (JSON, YAML or TOML). Default: the bundled sample."),
