@@ -119,3 +119,43 @@ def test_keyboard_interrupt_still_interrupts(tmp_path: Path) -> None:
     result = _run(["-c", "from datasources import Host; Host({'dataSources': []}); print('went on')"], tmp_path)
     assert "went on" not in result.stdout
     assert "KeyboardInterrupt" in result.stderr
+
+
+def test_a_factory_that_exits_makes_its_source_unavailable_not_the_host(tmp_path: Path) -> None:
+    """``createDataSource`` given as ``"module:function"`` is imported lazily; its ``sys.exit`` is a source error."""
+    _install(
+        tmp_path,
+        "exitfactory",
+        textwrap.dedent(
+            """
+            from datasources import hookimpl
+
+            @hookimpl
+            def getDataSourcesModule():
+                return [{"name": "src", "type": "webApi", "createDataSource": "exitfactory_impl:create"}]
+            """
+        ),
+    )
+    (tmp_path / "exitfactory_impl.py").write_text("def create(configuration, host):\n    raise SystemExit(4)\n")
+    code = textwrap.dedent(
+        """
+        import json
+        from datasources import Host
+        h = Host({"dataSources": [
+            {"namespace": "exitfactory.dataSourcesModule.src", "sourceName": "bad", "configuration": {}},
+            {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "ok",
+             "configuration": {"bundled": "sample"}},
+        ], "defaultDataSourceName": "ok"})
+        try:
+            h.get_data_source("bad")
+        except Exception as exc:
+            print(json.dumps([type(exc).__name__, str(exc)]))
+        print(len(h.get_data_source("ok").query.studies.search()) > 0)
+        """
+    )
+    out = _run(["-c", code], tmp_path)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.strip().splitlines()
+    name, message = json.loads(first)
+    assert name == "DataSourceUnavailableError" and "SystemExit" in message
+    assert second == "True"

@@ -12,6 +12,7 @@ and options, passed in the environment, and Prometheus metrics are kept in files
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from .globalopts import STATE, parse_level
 from .output import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
 
 __all__ = ["register", "serve"]
@@ -56,7 +58,9 @@ PublicOpt = Annotated[
         "--public-url", help="The gateway's URL as clients see it, behind a reverse proxy (for URLs in answers)."
     ),
 ]
-LogOpt = Annotated[str, typer.Option("--log-level", help="critical, error, warning, info or debug.")]
+LogOpt = Annotated[
+    str | None, typer.Option("--log-level", "-v", help="critical, error, warning, info or debug. Default: info.")
+]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text, or json: one JSON object a line.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Worker processes on the one socket.", min=1, max=64)]
 CacheOpt = Annotated[
@@ -114,7 +118,7 @@ def serve(
     cors: CorsOpt = None,
     metadata_ttl: TtlOpt = 30.0,
     public_url: PublicOpt = None,
-    log_level: LogOpt = "info",
+    log_level: LogOpt = None,
     strict: StrictOpt = False,
     workers: WorkersOpt = 1,
     cache: CacheOpt = None,
@@ -130,10 +134,13 @@ def serve(
         from ..gateway.app import create_app
         from ..gateway.factory import CONFIG_VARIABLE, OPTIONS_VARIABLE
     except ImportError as exc:
-        raise _fail(f"the gateway needs {exc.name}: pip install 'datasources[gateway]'") from None
-    level = log_level.lower()
-    if level not in ("critical", "error", "warning", "info", "debug"):
-        raise _fail(f"--log-level {log_level!r}: use critical, error, warning, info or debug", code=2)
+        raise _fail(
+            _escape(
+                f"the gateway needs {exc.name}, from the gateway extra: pip install 'datasources[gateway]' "
+                "(from a checkout of the repository: pip install -e '.[gateway]')"
+            )
+        ) from None
+    level = parse_level(log_level) or STATE.log_level or "info"
     if log_format not in ("text", "json"):
         raise _fail(f"--log-format {log_format!r}: use text or json", code=2)
     token = None
@@ -173,6 +180,7 @@ def serve(
         out.print(f"  {workers} worker processes", highlight=False)
     sys.stdout.flush()
     configure_logging(log_format, level)
+    logging.getLogger().setLevel(level.upper())
     common = {
         "log_level": level,
         "log_config": None,  # the gateway's handlers (configure_logging), not uvicorn's dictConfig
