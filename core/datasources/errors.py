@@ -25,6 +25,7 @@ __all__ = [
     "DataSourceUnavailableError",
     "DataSourcesError",
     "DatasetError",
+    "PayloadTooLargeError",
     "ExportError",
     "ExtensionLoadError",
     "HTTPError",
@@ -189,6 +190,10 @@ class InvalidQueryError(DataSourcesError, ValueError):
 
 class DatasetError(DataSourcesError, ValueError):
     """A dataset cannot be converted: an unknown keyword, a value of the wrong shape."""
+
+
+class PayloadTooLargeError(DatasetError):
+    """A request body is over a configured bound (its size, its number of parts, a part's headers)."""
 
 
 class UnsafePathError(DataSourcesError, PermissionError):

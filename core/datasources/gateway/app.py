@@ -101,8 +101,11 @@ def create_app(
     metadata_ttl: float = 30.0,
     max_cached_studies: int = 200,
     max_stow_bytes: int = 1 << 30,
+    max_stow_parts: int = 10_000,
+    stow_spool_bytes: int = 16 << 20,
     public_url: str | None = None,
     gzip: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The ASGI application serving ``host``'s sources (all, or ``sources``) as DICOMweb.
 
@@ -126,6 +129,8 @@ def create_app(
         metadata_ttl=metadata_ttl,
         max_cached_studies=max_cached_studies,
         max_stow_bytes=max_stow_bytes,
+        max_stow_parts=max_stow_parts,
+        stow_spool_bytes=stow_spool_bytes,
         public_url=public_url,
     )
     app = Starlette(

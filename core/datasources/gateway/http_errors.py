@@ -22,6 +22,7 @@ from ..errors import (
     InvalidQueryError,
     NotFoundError,
     NotSupportedError,
+    PayloadTooLargeError,
     StoreError,
     UnsafePathError,
     safe_message,
@@ -38,6 +39,8 @@ log = logging.getLogger("datasources.gateway")
 
 def status_for(exc: BaseException) -> int:
     """The HTTP status a typed error is answered with."""
+    if isinstance(exc, PayloadTooLargeError):
+        return 413
     if isinstance(exc, InvalidQueryError | DatasetError):
         return 400
     if isinstance(exc, UnsafePathError):
