@@ -113,7 +113,11 @@ def create_app(
     Bearer <token>``. ``cors_origins``: origins a browser viewer may call from (``["*"]``
     for any). ``metadata_ttl``: seconds a study's metadata is served from the store before
     it is fetched again. ``public_url``: the gateway's address as clients see it, when a
-    reverse proxy stands in front (URLs in answers are built from it).
+    reverse proxy stands in front (URLs in answers are built from it). ``allowed_hosts``: the
+    ``Host`` headers answered (others get 400, against DNS rebinding; ``"*"`` for any); None
+    (the default here) answers any, ``datasources serve`` defaults to its bind address,
+    ``localhost`` and the public URL's host. ``max_stow_parts``: parts a STOW body may hold;
+    ``stow_spool_bytes``: a STOW body past this size is spooled to a temporary file.
     """
     try:
         from starlette.applications import Starlette
@@ -135,7 +139,7 @@ def create_app(
     )
     app = Starlette(
         routes=routes(),
-        middleware=middleware_stack(token, cors_origins, gzip),
+        middleware=middleware_stack(token, cors_origins, gzip, allowed_hosts),
         exception_handlers=exception_handlers(),
     )
     app.state.gateway = gateway
