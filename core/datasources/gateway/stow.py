@@ -89,7 +89,8 @@ def parse_spooled(spool: IO[bytes], content_type: str, max_parts: int) -> list[m
     it in the thread pool."""
     rolled = getattr(spool, "_rolled", False)
     if not rolled:
-        return multipart.parse(spool.getvalue(), content_type, max_parts=max_parts)  # type: ignore[attr-defined]
+        spool.seek(0)
+        return multipart.parse(spool.read(), content_type, max_parts=max_parts)
     spool.flush()
     size = spool.seek(0, os.SEEK_END)
     if size == 0:
