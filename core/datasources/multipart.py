@@ -122,7 +122,11 @@ def parse(
     start = body.find(delimiter)
     if start < 0:
         raise error("the multipart body never contains its boundary")
-    separator = b"\n" + delimiter  # a delimiter line; a CR before it belongs to the line break
+    crlf_delimiter, lf_delimiter = b"\r\n" + delimiter, b"\n" + delimiter
+    # CRLF delimiters are preferred (RFC 2046), bare LF ones are a fallback where no CRLF one
+    # follows. Each kind's next position is cached and searched again only once passed, so the
+    # whole body is scanned at most once per kind (linear), never once per part (quadratic).
+    next_crlf = next_lf = -2  # -2: not searched yet; -1: none in the rest of the body
     parts: list[Part] = []
     position = start + len(delimiter)
     size = len(body)
@@ -155,9 +159,14 @@ def parse(
             if sep:
                 headers[name.strip().lower()] = value.strip()
         content_start = position
-        next_line = body.find(separator, content_start)
-        if next_line < 0:
-            raise error("the multipart body is truncated: no closing boundary")
-        content_end = next_line - 1 if next_line > content_start and body[next_line - 1] in (13, b"\r") else next_line
+        if next_crlf != -1 and next_crlf < content_start:
+            next_crlf = body.find(crlf_delimiter, content_start)
+        if next_crlf >= 0:
+            content_end, position = next_crlf, next_crlf + len(crlf_delimiter)
+        else:
+            if next_lf != -1 and next_lf < content_start:
+                next_lf = body.find(lf_delimiter, content_start)
+            if next_lf < 0:
+                raise error("the multipart body is truncated: no closing boundary")
+            content_end, position = next_lf, next_lf + len(lf_delimiter)
         parts.append(Part(headers, bytes(body[content_start:content_end])))
-        position = next_line + len(separator)
