@@ -12,16 +12,15 @@ import re
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import errors as _errors
 from ..errors import (
     AuthenticationError,
+    BackendDataError,
     BackendError,
     BackendTimeoutError,
-    DatasetError,
+    ClientInputError,
     DataSourcesError,
     DataSourceUnavailableError,
     HTTPError,
-    InvalidQueryError,
     NotFoundError,
     NotSupportedError,
     PayloadTooLargeError,
@@ -38,11 +37,6 @@ __all__ = ["client_message", "error_response", "exception_handlers", "scrub_path
 
 log = logging.getLogger("datasources.gateway")
 
-# The bases that say whose fault an error is (client input: 400, backend data: 502), where the
-# errors module defines them; before that, the leaf types below decide.
-_CLIENT_INPUT = getattr(_errors, "ClientInputError", None)
-_BACKEND_DATA = getattr(_errors, "BackendDataError", None)
-
 # A server-side path in a message: file URLs, Windows paths, and POSIX paths of two segments or more
 # (not the ``0011/1/0022`` of a bulk data path, not a URL's path: those follow a word character or ':').
 _PATHS = re.compile(r"file://[^\s'\"]*|\b[A-Za-z]:\\[^\s'\"]*|(?<![\w.:/~-])/[^\s'\"/]+(?:/[^\s'\"/]*)+")
@@ -58,9 +52,9 @@ def status_for(exc: BaseException) -> int:
     """The HTTP status a typed error is answered with."""
     if isinstance(exc, PayloadTooLargeError):
         return 413
-    if isinstance(exc, InvalidQueryError | DatasetError) or (_CLIENT_INPUT and isinstance(exc, _CLIENT_INPUT)):
+    if isinstance(exc, ClientInputError):  # what the client sent (a query, a STOW body)
         return 400
-    if _BACKEND_DATA and isinstance(exc, _BACKEND_DATA):
+    if isinstance(exc, BackendDataError):  # what a backend sent
         return 502
     if isinstance(exc, UnsafePathError):
         return 403
