@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from .globalopts import STATE, parse_level
 from .output import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
 
 __all__ = ["register", "serve"]
@@ -70,7 +71,9 @@ SpoolOpt = Annotated[
         "--stow-spool-bytes", help="A STOW-RS body past this many bytes is spooled to a temporary file.", min=0
     ),
 ]
-LogOpt = Annotated[str, typer.Option("--log-level", help="critical, error, warning, info or debug.")]
+LogOpt = Annotated[
+    str | None, typer.Option("--log-level", "-v", help="critical, error, warning, info or debug. Default: info.")
+]
 
 
 def _is_loopback(address: str) -> bool:
@@ -125,7 +128,7 @@ def serve(
     max_stow_bytes: MaxStowBytesOpt = 1 << 30,
     max_stow_parts: MaxStowPartsOpt = 10_000,
     stow_spool_bytes: SpoolOpt = 16 << 20,
-    log_level: LogOpt = "info",
+    log_level: LogOpt = None,
     strict: StrictOpt = False,
 ) -> None:
     """Serve the configured sources as DICOMweb (QIDO-RS, WADO-RS, STOW-RS) and a study browser."""
@@ -134,10 +137,13 @@ def serve(
 
         from ..gateway.app import create_app
     except ImportError as exc:
-        raise _fail(f"the gateway needs {exc.name}: pip install 'datasources[gateway]'") from None
-    level = log_level.lower()
-    if level not in ("critical", "error", "warning", "info", "debug"):
-        raise _fail(f"--log-level {log_level!r}: use critical, error, warning, info or debug", code=2)
+        raise _fail(
+            _escape(
+                f"the gateway needs {exc.name}, from the gateway extra: pip install 'datasources[gateway]' "
+                "(from a checkout of the repository: pip install -e '.[gateway]')"
+            )
+        ) from None
+    level = parse_level(log_level) or STATE.log_level or "info"
     token = None
     if token_env is not None:
         token = os.environ.get(token_env, "").strip()
@@ -177,7 +183,7 @@ def serve(
     if token is not None:
         out.print(f"  clients must send Authorization: Bearer <the value of ${token_env}>", highlight=False)
     sys.stdout.flush()
-    logging.basicConfig(level=level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    logging.getLogger().setLevel(level.upper())
     server = uvicorn.Server(
         uvicorn.Config(app, log_level=level, server_header=False, proxy_headers=False, timeout_graceful_shutdown=5)
     )
