@@ -205,3 +205,38 @@ def test_the_python_application_runs_as_written(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.communicate(timeout=15)
+
+
+def test_the_allowed_hosts_line_runs_as_written(tmp_path: Path) -> None:
+    port = free_port()
+    line = block("bash", "--allowed-hosts pacs.example.org").strip()
+    with running(line, tmp_path, port) as url:
+        for allowed in ("pacs.example.org", "10.0.0.5", f"pacs.example.org:{port}"):
+            assert requests.get(f"{url}/dicom-web/studies", headers={"Host": allowed}, timeout=10).status_code == 200
+        for refused in ("attacker.example", "127.0.0.1", "localhost"):  # the given list replaces the default
+            answer = requests.get(f"{url}/dicom-web/studies", headers={"Host": refused}, timeout=10)
+            assert answer.status_code == 400 and answer.json()["type"] == "BadHost"
+
+
+def test_the_stow_bounds_table_is_the_code() -> None:
+    import inspect
+
+    from datasources.cli.serve import serve
+    from datasources.gateway import create_app
+
+    section = DOC.read_text(encoding="utf-8").split("## STOW-RS", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(--[\w-]+)` \(`(\w+)`\) \| [^|(]*?(?:\((\d+)\)|(\d+) parts) \|", section, flags=re.M)
+    assert len(rows) == 3, rows
+    cli, app = inspect.signature(serve).parameters, inspect.signature(create_app).parameters
+    for option, argument, bytes_, parts in rows:
+        expected = int(bytes_ or parts)
+        assert cli[argument].default == app[argument].default == expected, option
+        assert option in _serve_help()
+
+
+def _serve_help() -> str:
+    exe = shutil.which("datasources")
+    assert exe, "the datasources script is not installed"
+    done = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    return done.stdout

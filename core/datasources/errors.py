@@ -27,6 +27,7 @@ __all__ = [
     "DataSourceUnavailableError",
     "DataSourcesError",
     "DatasetError",
+    "PayloadTooLargeError",
     "ExportError",
     "ExtensionLoadError",
     "HTTPError",
@@ -216,6 +217,10 @@ class DatasetError(ClientInputError):
 
     Raised on the caller's data. Where the data came from a backend, callers raise (or pass
     ``error=``) :class:`MalformedResponseError` instead."""
+
+
+class PayloadTooLargeError(DatasetError):
+    """A request body is over a configured bound (its size, its number of parts, a part's headers)."""
 
 
 class UnsafePathError(DataSourcesError, PermissionError):

@@ -82,6 +82,8 @@ def not_supported(operation: str, reason: str | None = None) -> Callable[..., An
     unsupported.__name__ = operation.replace(".", "_")
     unsupported.__qualname__ = unsupported.__name__
     unsupported.__doc__ = f"Not supported: {operation}."
+    unsupported.not_supported = True  # type: ignore[attr-defined]  # known before a call (a gateway refuses early)
+    unsupported.not_supported_reason = reason  # type: ignore[attr-defined]
     return unsupported
 
 

@@ -8,10 +8,11 @@ refused (a truncated upload must not store a shorter instance).
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable, Sequence
 
-from .errors import DatasetError, DataSourcesError
+from .errors import DatasetError, DataSourcesError, PayloadTooLargeError
 
 __all__ = ["Part", "build", "media_params", "parse", "split_media_type"]
 
@@ -123,9 +124,20 @@ def build(
     return b"".join(chunks), boundary
 
 
-def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = DatasetError) -> list[Part]:
+def parse(
+    body: bytes | mmap.mmap,
+    content_type: str,
+    *,
+    error: type[DataSourcesError] = DatasetError,
+    max_parts: int | None = None,
+    max_header_bytes: int = 16384,
+) -> list[Part]:
     """The parts of a ``multipart/related`` body; ``error`` (a request's :class:`DatasetError` by
-    default, a server answer's ``MalformedResponseError``) if it is not well formed."""
+    default, a server answer's ``MalformedResponseError``) if it is not well formed.
+
+    ``body`` may be an ``mmap`` of a spooled file (the gateway's large STOW bodies). More than
+    ``max_parts`` parts, or a part's headers over ``max_header_bytes``, are
+    :class:`PayloadTooLargeError` (a configured bound, not a malformed body)."""
     media, params = split_media_type(content_type)
     if not media.startswith("multipart/"):
         raise error(f"expected a multipart/related body, got {media or 'no Content-Type'}")
@@ -151,6 +163,8 @@ def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = Dat
             position += 1
         else:
             raise error("the multipart body has text after a boundary")
+        if max_parts is not None and len(parts) >= max_parts:
+            raise PayloadTooLargeError(f"the multipart body has more than {max_parts} parts, the most taken")
         headers: dict[str, str] = {}
         # every search stops at this part's delimiter: linear in the body, whatever the parts
         end, size = finder.next(position)
@@ -166,6 +180,8 @@ def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = Dat
             if crlf < 0 and lf < 0:
                 raise error("the multipart body is truncated: a part has no end of headers")
             header_end, separator = (lf, 2) if lf >= 0 else (crlf, 4)
+            if header_end - position > max_header_bytes:
+                raise PayloadTooLargeError(f"a part's headers are over {max_header_bytes} bytes")
             for line in body[position:header_end].decode("latin-1").splitlines():
                 name, sep, value = line.partition(":")
                 if sep:
@@ -187,7 +203,7 @@ class _Delimiters:
 
     __slots__ = ("body", "crlf", "crlf_at", "lf", "lf_at")
 
-    def __init__(self, body: bytes, delimiter: bytes) -> None:
+    def __init__(self, body: bytes | mmap.mmap, delimiter: bytes) -> None:
         self.body = body
         self.crlf, self.lf = b"\r\n" + delimiter, b"\n" + delimiter
         self.crlf_at = self.lf_at = -2  # -2: not searched yet; -1: none left in the body

@@ -58,6 +58,26 @@ PublicOpt = Annotated[
         "--public-url", help="The gateway's URL as clients see it, behind a reverse proxy (for URLs in answers)."
     ),
 ]
+AllowedHostsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-hosts",
+        help="A Host header this gateway answers (repeatable; * for any; others get 400, against DNS rebinding). "
+        "Default: the --host address, localhost and --public-url's host.",
+    ),
+]
+MaxStowBytesOpt = Annotated[
+    int, typer.Option("--max-stow-bytes", help="Largest STOW-RS body taken, in bytes (413 past it).", min=1)
+]
+MaxStowPartsOpt = Annotated[
+    int, typer.Option("--max-stow-parts", help="Most parts a STOW-RS body may hold (413 past it).", min=1)
+]
+SpoolOpt = Annotated[
+    int,
+    typer.Option(
+        "--stow-spool-bytes", help="A STOW-RS body past this many bytes is spooled to a temporary file.", min=0
+    ),
+]
 LogOpt = Annotated[
     str | None, typer.Option("--log-level", "-v", help="critical, error, warning, info or debug. Default: info.")
 ]
@@ -108,6 +128,21 @@ def _listen(address: str, port: int) -> socket.socket:
     return sock
 
 
+def default_allowed_hosts(listen_host: str, public_url: str | None) -> list[str]:
+    """The Host headers answered by default: the bind address, localhost (and the loopback
+    literals when bound to loopback), and the public URL's host."""
+    from urllib.parse import urlsplit
+
+    hosts = [listen_host.strip("[]"), "localhost"]
+    if _is_loopback(listen_host):
+        hosts += ["127.0.0.1", "::1"]
+    if public_url:
+        name = urlsplit(public_url).hostname
+        if name:
+            hosts.append(name)
+    return list(dict.fromkeys(hosts))
+
+
 def serve(
     config: ConfigOpt = None,
     listen_host: HostOpt = "127.0.0.1",
@@ -118,6 +153,10 @@ def serve(
     cors: CorsOpt = None,
     metadata_ttl: TtlOpt = 30.0,
     public_url: PublicOpt = None,
+    allowed_hosts: AllowedHostsOpt = None,
+    max_stow_bytes: MaxStowBytesOpt = 1 << 30,
+    max_stow_parts: MaxStowPartsOpt = 10_000,
+    stow_spool_bytes: SpoolOpt = 16 << 20,
     log_level: LogOpt = None,
     strict: StrictOpt = False,
     workers: WorkersOpt = 1,
@@ -162,6 +201,10 @@ def serve(
         "public_url": public_url,
         "cache": cache,
         "public_health": public_health,
+        "allowed_hosts": list(allowed_hosts or default_allowed_hosts(listen_host, public_url)),
+        "max_stow_bytes": max_stow_bytes,
+        "max_stow_parts": max_stow_parts,
+        "stow_spool_bytes": stow_spool_bytes,
     }
     host = _host(config, strict)
     app = _run(lambda: create_app(host, token=token, **options))  # checks everything before any worker starts

@@ -130,6 +130,9 @@ _DEFAULTS: dict[str, Any] = {
     "public_health": False,
     "metrics": True,
     "access_log": True,
+    "allowed_hosts": None,
+    "max_stow_parts": 10_000,
+    "stow_spool_bytes": 16 << 20,
 }
 
 
@@ -143,12 +146,15 @@ def create_app(
     metadata_ttl: float = 30.0,
     max_cached_studies: int = 200,
     max_stow_bytes: int = 1 << 30,
+    max_stow_parts: int = 10_000,
+    stow_spool_bytes: int = 16 << 20,
     public_url: str | None = None,
     gzip: bool = True,
     cache: str | None = None,
     public_health: bool = False,
     metrics: bool = True,
     access_log: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The ASGI application serving ``host``'s sources (all, or ``sources``) as DICOMweb.
 
@@ -162,7 +168,11 @@ def create_app(
     metadata is served from the store before it is fetched again. ``public_url``: the
     gateway's address as clients see it, when a reverse proxy stands in front (URLs in
     answers are built from it). ``cache``: a ``redis://`` URL for a metadata and QIDO cache
-    shared by workers and machines, with the same TTL and bounds.
+    shared by workers and machines, with the same TTL and bounds. ``allowed_hosts``: the
+    ``Host`` headers answered (others get 400, against DNS rebinding; ``"*"`` for any); None
+    (the default here) answers any, ``datasources serve`` defaults to its bind address,
+    ``localhost`` and the public URL's host. ``max_stow_parts``: parts a STOW body may hold;
+    ``stow_spool_bytes``: a STOW body past this size is spooled to a temporary file.
     """
     try:
         from starlette.applications import Starlette
@@ -178,7 +188,8 @@ def create_app(
         "sources": sources, "token": token, "cors_origins": cors_origins, "default_source": default_source,
         "metadata_ttl": metadata_ttl, "max_cached_studies": max_cached_studies, "max_stow_bytes": max_stow_bytes,
         "public_url": public_url, "gzip": gzip, "cache": cache, "public_health": public_health,
-        "metrics": metrics, "access_log": access_log,
+        "metrics": metrics, "access_log": access_log, "allowed_hosts": allowed_hosts,
+        "max_stow_parts": max_stow_parts, "stow_spool_bytes": stow_spool_bytes,
     }  # fmt: skip
     if not isinstance(host, Host):
         from .factory import load
@@ -202,6 +213,8 @@ def create_app(
         metadata_ttl=settings["metadata_ttl"],
         max_cached_studies=settings["max_cached_studies"],
         max_stow_bytes=settings["max_stow_bytes"],
+        max_stow_parts=settings["max_stow_parts"],
+        stow_spool_bytes=settings["stow_spool_bytes"],
         public_url=settings["public_url"],
         shared_cache=shared,
     )
@@ -218,7 +231,13 @@ def create_app(
     public = ("/healthz", "/readyz") if settings["public_health"] else ()
     middleware = [
         Middleware(Observe, sinks=sinks, default_source=gateway.default_source),
-        *middleware_stack(token, settings["cors_origins"], settings["gzip"], also_public=public),
+        *middleware_stack(
+            token,
+            settings["cors_origins"],
+            settings["gzip"],
+            also_public=public,
+            allowed_hosts=settings["allowed_hosts"],
+        ),
         Middleware(Drain, health=health),
     ]
     app = Starlette(

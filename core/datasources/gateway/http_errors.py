@@ -8,20 +8,22 @@ network behind the gateway, so they go to the gateway's log only (through
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     AuthenticationError,
+    BackendDataError,
     BackendError,
     BackendTimeoutError,
-    DatasetError,
+    ClientInputError,
     DataSourcesError,
     DataSourceUnavailableError,
     HTTPError,
-    InvalidQueryError,
     NotFoundError,
     NotSupportedError,
+    PayloadTooLargeError,
     StoreError,
     UnsafePathError,
     safe_message,
@@ -31,15 +33,29 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ["client_message", "error_response", "exception_handlers", "status_for"]
+__all__ = ["client_message", "error_response", "exception_handlers", "scrub_paths", "status_for"]
 
 log = logging.getLogger("datasources.gateway")
+
+# A server-side path in a message: file URLs, Windows paths, and POSIX paths of two segments or more
+# (not the ``0011/1/0022`` of a bulk data path, not a URL's path: those follow a word character or ':').
+_PATHS = re.compile(r"file://[^\s'\"]*|\b[A-Za-z]:\\[^\s'\"]*|(?<![\w.:/~-])/[^\s'\"/]+(?:/[^\s'\"/]*)+")
+
+
+def scrub_paths(text: str, source: str | None = None) -> str:
+    """``text`` with every server-side path replaced by the source's name (sourceName)."""
+    named = f"<data source {source}>" if source else "<a path on the server>"
+    return _PATHS.sub(named, text)
 
 
 def status_for(exc: BaseException) -> int:
     """The HTTP status a typed error is answered with."""
-    if isinstance(exc, InvalidQueryError | DatasetError):
+    if isinstance(exc, PayloadTooLargeError):
+        return 413
+    if isinstance(exc, ClientInputError):  # what the client sent (a query, a STOW body)
         return 400
+    if isinstance(exc, BackendDataError):  # what a backend sent
+        return 502
     if isinstance(exc, UnsafePathError):
         return 403
     if isinstance(exc, NotFoundError):
@@ -96,7 +112,11 @@ async def _datasources_error(request: Request, exc: Exception) -> Response:
     headers = {}
     if isinstance(exc, NotSupportedError) and request.method == "POST" and exc.operation == "store.dicom":
         status, headers = 405, {"Allow": "GET, HEAD"}
-    return error_response(status, client_message(exc), type(exc).__name__, headers)
+    source = request.path_params.get("source")
+    if source is None:
+        gateway = getattr(request.app.state, "gateway", None)
+        source = getattr(gateway, "default_source", None)
+    return error_response(status, scrub_paths(client_message(exc), source), type(exc).__name__, headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -105,7 +125,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     headers = getattr(exc, "headers", None) or {}
     names = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 406: "NotAcceptable",
              413: "PayloadTooLarge", 415: "UnsupportedMediaType"}  # fmt: skip
-    return error_response(status, str(detail), names.get(status, "HTTPError"), headers)
+    return error_response(status, scrub_paths(str(detail)), names.get(status, "HTTPError"), headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -1,7 +1,11 @@
-"""Middleware of the gateway: the bearer token check, CORS for browser viewers, gzip.
+"""Middleware of the gateway: the Host check, the bearer token check, CORS for browser viewers, gzip.
 
-The browser page (``/``, ``/browser/...``) holds no data, so it is public even when the
-gateway wants a token; a CORS preflight (``OPTIONS``) carries no credentials and is let through.
+The browser page (``/``, and each of its static files by its exact path) holds no data, so it
+is public even when the gateway wants a token; a CORS preflight (``OPTIONS``) carries no
+credentials and is let through. Public paths are an exact list, never a prefix: a source can be
+named ``browser`` and its DICOMweb routes must still need the token. A request whose ``Host``
+header is not one of the allowed hosts is answered 400 before anything else (DNS rebinding:
+a page on an attacker's name resolving to 127.0.0.1 must not read a loopback gateway).
 """
 
 from __future__ import annotations
@@ -17,12 +21,62 @@ if TYPE_CHECKING:
     from starlette.middleware import Middleware
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["BearerAuth", "ForwardAuthorization", "middleware_stack", "public_path"]
+__all__ = [
+    "PUBLIC_PATHS",
+    "AllowedHosts",
+    "BearerAuth",
+    "ForwardAuthorization",
+    "host_name",
+    "middleware_stack",
+    "public_path",
+]
+
+
+def _public_paths() -> frozenset[str]:
+    from .browser import STATIC
+
+    files = {f"/browser/{entry.name}" for entry in STATIC.iterdir() if entry.is_file()}
+    return frozenset({"/", "/favicon.ico", *files})
+
+
+PUBLIC_PATHS: frozenset[str] = _public_paths()
 
 
 def public_path(path: str) -> bool:
-    """Whether ``path`` is served without a token (the study browser's page and files)."""
-    return path in ("/", "/favicon.ico") or path.startswith("/browser/")
+    """Whether ``path`` is served without a token: exactly the study browser's page and files."""
+    return path in PUBLIC_PATHS
+
+
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header, lower-cased, without its port (``[::1]:80`` -> ``::1``)."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:
+        value = value.partition(":")[0]
+    return value.rstrip(".")
+
+
+class AllowedHosts:
+    """ASGI middleware: a request whose ``Host`` is not allowed gets 400 (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.hosts = frozenset(host_name(h) for h in hosts if h.strip())
+        self.any = "*" in self.hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.any:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+        if host_name(header) in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            400, "this gateway does not answer for that Host header (see --allowed-hosts)", "BadHost"
+        )
+        await response(scope, receive, send)
 
 
 class BearerAuth:
@@ -93,15 +147,23 @@ class ForwardAuthorization:
 
 
 def middleware_stack(
-    token: str | None, cors_origins: Sequence[str] | None, gzip: bool, also_public: Collection[str] = ()
+    token: str | None,
+    cors_origins: Sequence[str] | None,
+    gzip: bool,
+    also_public: Collection[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
 ) -> list[Middleware]:
-    """The middleware, outermost first: CORS (so a 401 still carries its headers), gzip, the token.
+    """The middleware, outermost first: the Host check, CORS (so a 401 still carries its headers),
+    gzip, the token.
 
     ``also_public``: paths served without the token too (``/healthz`` with ``--public-health``).
+    ``allowed_hosts`` None: any Host (the application's default).
     """
     from starlette.middleware import Middleware
 
     middleware: list[Middleware] = []
+    if allowed_hosts is not None:
+        middleware.append(Middleware(AllowedHosts, hosts=list(allowed_hosts)))
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -85,6 +85,8 @@ class Gateway:
         metadata_ttl: float = 30.0,
         max_cached_studies: int = 200,
         max_stow_bytes: int = 1 << 30,
+        max_stow_parts: int = 10_000,
+        stow_spool_bytes: int = 16 << 20,
         public_url: str | None = None,
         shared_cache: RedisCache | None = None,
     ) -> None:
@@ -108,13 +110,19 @@ class Gateway:
             default_source = active if active in names else names[0]
         elif default_source not in names:
             raise ConfigurationError(f"gateway: the default source {default_source!r} is not served")
-        if metadata_ttl < 0 or max_cached_studies < 1 or max_stow_bytes < 1:
-            raise ConfigurationError("gateway: metadata_ttl >= 0, max_cached_studies >= 1, max_stow_bytes >= 1")
+        if metadata_ttl < 0 or max_cached_studies < 1 or max_stow_bytes < 1 or max_stow_parts < 1:
+            raise ConfigurationError(
+                "gateway: metadata_ttl >= 0, max_cached_studies >= 1, max_stow_bytes >= 1, max_stow_parts >= 1"
+            )
+        if stow_spool_bytes < 0:
+            raise ConfigurationError("gateway: stow_spool_bytes >= 0")
         self.sources: tuple[str, ...] = tuple(names)
         self.default_source = default_source
         self.metadata_ttl = float(metadata_ttl)
         self.max_cached_studies = int(max_cached_studies)
         self.max_stow_bytes = int(max_stow_bytes)
+        self.max_stow_parts = int(max_stow_parts)
+        self.stow_spool_bytes = int(stow_spool_bytes)
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"gateway: public_url must be an http(s) URL, not {public_url!r}")
         self.public_url = public_url.rstrip("/") if public_url else None

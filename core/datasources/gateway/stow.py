@@ -9,9 +9,12 @@ stored, 202 when some failed or warned, 409 when none was stored.
 from __future__ import annotations
 
 import io
+import mmap
+import os
+import tempfile
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -19,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import multipart
-from ..errors import DatasetError
+from ..errors import DatasetError, DataSourcesError, NotSupportedError
 from ..results import InstanceOutcome
 from .negotiation import dicom_json
 from .state import source_context
@@ -27,7 +30,16 @@ from .state import source_context
 if TYPE_CHECKING:
     from ..interface import DataSource
 
-__all__ = ["failure_code", "read_body", "store_instances", "store_study_instances", "stow_response"]
+__all__ = [
+    "failure_code",
+    "parse_spooled",
+    "read_body",
+    "refusal",
+    "spool_body",
+    "store_instances",
+    "store_study_instances",
+    "stow_response",
+]
 
 PROCESSING_FAILURE = 0x0110
 DUPLICATE = 0x0111
@@ -42,17 +54,64 @@ WARNING_DOES_NOT_MATCH = 0xB007
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    spool = await spool_body(request, limit, spool_bytes=limit + 1)
+    with spool:
+        spool.seek(0)
+        return spool.read()
+
+
+async def spool_body(request: Request, limit: int, *, spool_bytes: int) -> IO[bytes]:
+    """The request body in a temporary file that stays in memory up to ``spool_bytes`` and goes
+    to disk past it; refused with 413 as soon as it passes ``limit`` bytes. Disk writes run in
+    the thread pool, so a large upload never blocks the event loop."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise HTTPException(413, f"the body is {length} bytes; this gateway takes at most {limit}")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise HTTPException(413, f"the body is over {limit} bytes, the most this gateway takes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    spool = tempfile.SpooledTemporaryFile(max_size=spool_bytes, prefix="datasources-stow-")  # noqa: SIM115
+    try:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise HTTPException(413, f"the body is over {limit} bytes, the most this gateway takes")
+            if getattr(spool, "_rolled", False):
+                await run_in_threadpool(spool.write, chunk)
+            else:
+                spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    return spool  # type: ignore[return-value]
+
+
+def parse_spooled(spool: IO[bytes], content_type: str, max_parts: int) -> list[multipart.Part]:
+    """The parts of a spooled body (an ``mmap`` of the file once it went to disk). Blocking: run
+    it in the thread pool."""
+    rolled = getattr(spool, "_rolled", False)
+    if not rolled:
+        spool.seek(0)
+        return multipart.parse(spool.read(), content_type, max_parts=max_parts)
+    spool.flush()
+    size = spool.seek(0, os.SEEK_END)
+    if size == 0:
+        return multipart.parse(b"", content_type, max_parts=max_parts)
+    with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return multipart.parse(view, content_type, max_parts=max_parts)
+
+
+def refusal(data_source: DataSource) -> str | None:
+    """Why ``data_source`` cannot store at all (read-only), known before reading a body; else None."""
+    member = data_source.store.dicom
+    reason = getattr(member, "not_supported_reason", None)
+    if reason is not None or getattr(member, "not_supported", False):
+        return reason or "the data source cannot store instances (read-only)"
+    try:
+        config = data_source.get_config()
+    except DataSourcesError:
+        return None
+    if isinstance(config, dict) and config.get("readOnly") is True:
+        return "the data source is configured readOnly"
+    return None
 
 
 def failure_code(reason: str | None) -> int:
@@ -201,8 +260,12 @@ async def _stow(request: Request, study: str | None) -> Response:
     part_type = params.get("type", "application/dicom").lower()
     if part_type != "application/dicom":
         raise HTTPException(415, f"only application/dicom parts can be stored here, not {part_type}")
-    body = await read_body(request, gateway.max_stow_bytes)
-    parts = multipart.parse(body, content_type)
+    reason = refusal(data_source)
+    if reason is not None:  # before the body is read: a read-only source costs a client nothing
+        raise NotSupportedError("store.dicom", reason=reason)
+    spool = await spool_body(request, gateway.max_stow_bytes, spool_bytes=gateway.stow_spool_bytes)
+    with spool:
+        parts = await run_in_threadpool(parse_spooled, spool, content_type, gateway.max_stow_parts)
     if not parts:
         raise DatasetError("the STOW request holds no part")
     status, answer, stored_studies = await run_in_threadpool(stow_response, data_source, parts, study, root)

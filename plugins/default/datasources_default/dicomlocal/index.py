@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS rejected (
 );
 """
 # an index in the root (this source's or another configuration's) is never data
-_INDEX_NAMES = frozenset(INDEX_FILE_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal"))
+_INDEX_NAMES = frozenset(INDEX_FILE_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal", ".lock"))
 _TABLES = ("meta", "instances", "series", "studies", "skipped", "rejected")
 _NOT_REJECTED = "NOT EXISTS (SELECT 1 FROM rejected r WHERE r.study_uid = i.study_uid AND r.series_uid = i.series_uid)"
 
@@ -136,6 +136,30 @@ class IndexReport:
             "instances": self.instances,
             "seconds": round(self.seconds, 3),
         }
+
+
+@contextlib.contextmanager
+def _run_lock(index_path: Any) -> Iterator[None]:
+    """One reindex at a time per index, across processes: an exclusive ``flock`` on
+    ``<index>.lock`` (a run that waits then finds the files indexed, unchanged). Where
+    ``fcntl`` does not exist, or the lock file cannot be made, runs are not serialized and the
+    duplicate check alone keeps concurrent runs right."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        handle = open(f"{index_path}.lock", "a+b")  # noqa: SIM115
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -276,7 +300,7 @@ class LocalIndex:
     def _ignored(self) -> set[str]:
         assert self.index_path is not None
         index = os.path.realpath(self.index_path)
-        return {index, index + "-wal", index + "-shm", index + "-journal"}
+        return {index, index + "-wal", index + "-shm", index + "-journal", index + ".lock"}
 
     def walk(self, progress: Progress | None = None) -> tuple[dict[str, tuple[str, int, int]], list[Skipped]]:
         """Every regular file under the root: ``{relative path: (path to open, mtime_ns, size)}``, and problems.
@@ -351,7 +375,7 @@ class LocalIndex:
         """Bring the index up to date with the folder; only new or changed files are read."""
         started = time.perf_counter()
         root = self._root()
-        with self._write_lock:
+        with self._write_lock, _run_lock(self.index_path):
             report = IndexReport(root=root, index_file=str(self.index_path))
             files, walk_problems = self.walk(progress)
             known = {
@@ -440,7 +464,11 @@ class LocalIndex:
                 if old is not None:
                     report.removed.append(rel)
                 continue
-            duplicate = tx.execute("SELECT path FROM instances WHERE sop_uid = ?", (result.sop_uid,)).fetchone()
+            if old is None and tx.execute("DELETE FROM instances WHERE path = ?", (rel,)).rowcount:
+                affected.add(result.study_uid)  # another run indexed this very file meanwhile
+            duplicate = tx.execute(
+                "SELECT path FROM instances WHERE sop_uid = ? AND path != ?", (result.sop_uid, rel)
+            ).fetchone()  # a file is never a duplicate of itself
             if duplicate is not None:
                 reason = f"duplicate SOPInstanceUID {result.sop_uid}: already indexed from {duplicate[0]}"
                 tx.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, 0)", (rel, mtime, size, reason))

@@ -11,11 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import attrs
-from datasources.errors import ConfigurationError, InvalidQueryError, NotFoundError, NotSupportedError
+from datasources.errors import (
+    ConfigurationError,
+    DataSourcesError,
+    InvalidQueryError,
+    NotFoundError,
+    NotSupportedError,
+    safe_message,
+)
 from datasources.forwarding import ContextThreadPoolExecutor
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
@@ -64,6 +71,7 @@ class DicomWebSource:
         self.client = DicomWebClient(self.config, self.name)
         self._cache: dict[str, Future[dict[str, dict[str, Any]]]] = {}
         self._cache_lock = threading.Lock()
+        self._load_errors: dict[tuple[str, str], DataSourcesError] = {}
         self._executor: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -225,9 +233,37 @@ class DicomWebSource:
                 }
             )
 
+    def series_load_error(self, study_uid: str, series_uid: str) -> DataSourcesError | None:
+        """Why the last lazy load of a series failed (the typed error), or None if it did not."""
+        with self._cache_lock:
+            return self._load_errors.get((study_uid, series_uid))
+
     def _load_one(self, study_uid: str, row: Mapping[str, Any], made_in_client: bool) -> dict[str, Any]:
-        """A lazy task's work: fetch one series, then add it to the store whole."""
-        instances = self.fetch_series(study_uid, row["SeriesInstanceUID"])
+        """A lazy task's work: fetch one series, then add it to the store whole.
+
+        A failure is recorded on the series (``loadError`` in the store: its type and a message
+        without secrets; the error itself from :meth:`series_load_error`), no instance of it is
+        added (so no ``instancesAdded``), and the next request for the study loads it again.
+        """
+        series_uid = row["SeriesInstanceUID"]
+        try:
+            instances = self.fetch_series(study_uid, series_uid)
+        except DataSourcesError as exc:
+            with self._cache_lock:
+                self._load_errors[(study_uid, series_uid)] = exc
+            self.store.update_series_metadata(
+                {
+                    "StudyInstanceUID": study_uid,
+                    "SeriesInstanceUID": series_uid,
+                    "loadError": {"type": type(exc).__name__, "message": safe_message(exc)},
+                }
+            )
+            raise
+        with self._cache_lock:
+            self._load_errors.pop((study_uid, series_uid), None)
+        recorded = self.store.get_series(study_uid, series_uid)
+        if recorded is not None:
+            recorded.pop("loadError", None)
         summary = self._summary(row, instances[0] if instances else None)
         self._add_study_shell(study_uid, instances[0] if instances else summary)
         self.store.update_series_metadata(summary)
@@ -258,6 +294,11 @@ class DicomWebSource:
             if return_tasks:
                 return tasks
             results = [t.start() for t in tasks]
+            wait(results)  # every series gets its chance; a failed one is recorded on it
+            failed = [(t, f.exception()) for t, f in zip(tasks, results, strict=True) if f.exception() is not None]
+            if failed:
+                self.store.set_study_loaded(study_uid, False)
+                raise failed[0][1]  # type: ignore[misc]
             summaries = {s["SeriesInstanceUID"]: s for s in (f.result() for f in results)}
             self.store.set_study_loaded(study_uid)
             return summaries
@@ -445,6 +486,7 @@ def create_dicomweb_api(configuration: Mapping[str, Any], host: Any = None) -> D
     helpers: dict[str, Callable[..., Any]] = {
         "iter_search": src.iter_search,
         "fetch_series": src.fetch_series,
+        "series_load_error": src.series_load_error,
         "frames": src.frames,
         "session": lambda: src.client.session,
         "close": src.client.close,
