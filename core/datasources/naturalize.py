@@ -4,8 +4,11 @@ This is the hot path of every metadata retrieve, so the tag tables are built onc
 pydicom's data dictionary and the per-element work is a dict look-up and an assignment: no
 pydicom objects, no per-element allocation beyond the output value.
 
-Rules: keywords for known tags; private and unknown tags keep their 8-hex tag; a one-item
-``Value`` is unwrapped, several stay a list, none gives ``None``; PN stays ``{"Alphabetic": ...}``;
+Rules (the value contract, docs/contracts.md): keywords for known tags; private and unknown tags
+keep their 8-hex tag; an attribute whose dictionary VM is 1 is a scalar, one that may hold
+several values (VM ``1-n``, ``2``, ``3``...) is always a list, even of one (so
+``ModalitiesInStudy`` is ``["CT"]`` from every source); a tag the dictionary does not know
+unwraps one value; no ``Value`` gives ``None``; PN stays ``{"Alphabetic": ...}``;
 sequences are always lists of naturalized datasets; ``BulkDataURI``/``InlineBinary`` stay as
 references; the VR of any element whose VR is not the dictionary's single VR is kept in
 ``_vrMap`` so that :func:`denaturalize` gives back exactly what came in.
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VR_MAP_KEY",
+    "is_multi_valued",
     "denaturalize",
     "from_pydicom",
     "is_tag",
@@ -127,6 +131,7 @@ def vr_for_tag(tag: str | int) -> str | None:
 
 
 def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    multi = _MULTI or _multi_keys()
     out: dict[str, Any] = {}
     vr_map: dict[str, str] | None = None
     for tag, element in dataset.items():
@@ -149,13 +154,62 @@ def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | No
                 out[key] = None
         elif vr == "SQ":
             out[key] = [_naturalize(item, table) if item else {} for item in value]
-        elif len(value) == 1:
+        elif not value:
+            out[key] = None
+        elif vr == "DS" or vr == "IS":
+            numbers = [_number(v, vr) for v in value]
+            out[key] = numbers[0] if len(numbers) == 1 and key not in multi else numbers
+        elif len(value) == 1 and key not in multi:
             out[key] = value[0]
         else:
             out[key] = value
     if vr_map is not None:
         out[VR_MAP_KEY] = vr_map
     return out
+
+
+# keywords and tags of attributes whose dictionary VM allows several values (built on first use)
+_MULTI: set[str] = set()
+
+
+def _multi_keys() -> set[str]:
+    with _tables_lock:
+        if not _MULTI:
+            from pydicom.datadict import DicomDictionary
+
+            for tag, entry in DicomDictionary.items():
+                if entry[1] != "1" and entry[4]:
+                    _MULTI.add(entry[4])
+                    _MULTI.add(f"{tag:08X}")
+    return _MULTI
+
+
+def is_multi_valued(key: str) -> bool:
+    """True when the dictionary lets ``key`` (a keyword or 8-hex tag) hold several values: always a list."""
+    return key in (_MULTI or _multi_keys())
+
+
+def _number(value: Any, vr: str) -> Any:
+    """DS is a float and IS an int, whether a server sent a JSON number or a string."""
+    if value is None or value == "":
+        return None
+    if vr == "DS":
+        if value.__class__ is float:
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise MalformedResponseError(f"not a DS number: {value!r}") from None
+    if value.__class__ is int:
+        return value
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise MalformedResponseError(f"not an IS number: {value!r}") from None
+        return int(number) if number.is_integer() else number
 
 
 def _miss(tag: str, table: dict[str, tuple[str, str | None]]) -> tuple[str, str | None]:

@@ -163,7 +163,9 @@ def dataset_frames(ds: Dataset, numbers: Sequence[int] | None = None, *, name: s
         try:
             frames = list(generate_frames(data, number_of_frames=count, extended_offsets=offsets))
         except Exception as exc:
-            raise MalformedResponseError(f"{name}: encapsulated pixel data cannot be split into frames: {exc}") from None
+            raise MalformedResponseError(
+                f"{name}: encapsulated pixel data cannot be split into frames: {exc}"
+            ) from None
         return [Frame(frames[n - 1], ts) for n in wanted]
     samples = int(ds.get("SamplesPerPixel") or 1)
     bits = int(ds.get("BitsAllocated") or {"PixelData": 16, "FloatPixelData": 32}.get(keyword, 64))
@@ -174,7 +176,9 @@ def dataset_frames(ds: Dataset, numbers: Sequence[int] | None = None, *, name: s
         return [Frame(bytes(data), EXPLICIT_LE)]
     size = pixels * bits // 8
     if len(data) < size * max(wanted):
-        raise MalformedResponseError(f"{name}: pixel data holds {len(data)} bytes, frame {max(wanted)} ends at {size * max(wanted)}")
+        raise MalformedResponseError(
+            f"{name}: pixel data holds {len(data)} bytes, frame {max(wanted)} ends at {size * max(wanted)}"
+        )
     swap = ts == BIG_ENDIAN and bits > 8
     out = []
     for n in wanted:
