@@ -62,3 +62,32 @@ def test_cache_can_be_turned_off_and_a_broken_cache_is_ignored(tmp_path: Path) -
     (path,) = (cache / "datasources").glob("entry-points-*.tsv")
     path.write_text("{not json")
     assert ["fakeone", "1.0"] in listed(root, cache)
+
+
+def test_the_current_directory_and_the_entry_script_do_not_invalidate_the_cache(tmp_path: Path) -> None:
+    """``python -c`` puts the current directory first on ``sys.path``; files written there are not installs."""
+    root, cache, work = tmp_path / "site", tmp_path / "cache", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    install_fake(root, "fakeone", "1.0")
+    environ = dict(os.environ, PYTHONPATH=str(root), XDG_CACHE_HOME=str(cache))
+    probe = (
+        LIST_CODE
+        + "; import datasources.entrypoints as m; print(m._read(m._cache_path('datasources.extensions')) is not None)"
+    )
+
+    def run(*argv: str) -> list[str]:
+        out = subprocess.run(argv, env=environ, cwd=work, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    run(sys.executable, "-c", probe)  # writes the cache
+    (path,) = (cache / "datasources").glob("entry-points-*.tsv")
+    written = path.stat().st_mtime_ns
+    (work / "notes.txt").write_text("a file written in the current directory")
+    assert run(sys.executable, "-c", probe)[-1] == "True"
+    script = tmp_path / "elsewhere" / "probe.py"
+    script.parent.mkdir()
+    script.write_text(probe.replace("; ", "\n"))
+    assert run(sys.executable, str(script))[-1] == "True"  # another sys.path[0]: same cache
+    assert path.stat().st_mtime_ns == written  # never rewritten: no rescan happened

@@ -41,7 +41,7 @@ from datasources.errors import (
 )
 from datasources.gateway import create_app
 from datasources.gateway.app import status_for
-from datasources.gateway.dicomweb import qido_row_keys
+from datasources.gateway.qido import qido_row_keys
 from datasources.naturalize import naturalize
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClient; httpx works the same

@@ -2,9 +2,13 @@
 
 Scanning every installed distribution's ``entry_points.txt`` with importlib-metadata costs more
 than everything else a host does at start. The answer only changes when a distribution is
-installed or removed, which changes the modification time of a ``sys.path`` folder, so the
-scan is cached in a small text file keyed by ``sys.path`` and those times. Set
-``DATASOURCES_ENTRY_POINT_CACHE=0`` to always scan.
+installed or removed, which changes the modification time of the ``sys.path`` folder that
+holds its ``.dist-info``. So the cache (a small text file per interpreter and group) records
+those folders' times. ``sys.path[0]`` (the current directory under ``python -c``, a script's
+or the console script's folder) is watched only if it held a distribution when the cache was
+written: writing files in the current directory, or alternating the CLI with ``python -c``,
+never forces a rescan.
+Set ``DATASOURCES_ENTRY_POINT_CACHE=0`` to always scan.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["CachedEntryPoint", "cache_dir", "entry_points"]
 
-_FORMAT = 2
+_FORMAT = 3
 
 
 class CachedEntryPoint(NamedTuple):
@@ -41,16 +45,27 @@ def cache_dir() -> Path:
     return Path(base) / "datasources"
 
 
-def _fingerprint(group: str) -> str:
-    parts = [str(_FORMAT), group, sys.version]
-    for entry in sys.path:
-        try:
-            parts.append(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}")
-        except OSError:
-            parts.append(f"{entry}\0-")
-    text = "\n".join(parts).encode()
+def _cache_path(group: str) -> Path:
+    text = "\n".join((str(_FORMAT), group, sys.version, sys.prefix, sys.executable)).encode()
     # zlib is already loaded at start, hashlib is not; two checksums make a collision harmlessly rare
-    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}{len(text):x}"
+    return cache_dir() / f"entry-points-{zlib.crc32(text):08x}{zlib.adler32(text):08x}.tsv"
+
+
+def _mtime(entry: str) -> str:
+    try:
+        return str(os.stat(entry or ".").st_mtime_ns)
+    except OSError:
+        return "-"
+
+
+def _watched(include_first: bool) -> dict[str, str]:
+    """The folders whose change may mean a distribution came or went, with their times.
+
+    ``sys.path[0]`` (the current directory under ``python -c``, a script's or the console
+    script's folder) is left out unless it held a distribution when the cache was written.
+    """
+    entries = sys.path if include_first else sys.path[1:]
+    return {e: _mtime(e) for e in dict.fromkeys(entries)}
 
 
 def _dist_version(ep: Any) -> str | None:
@@ -69,10 +84,19 @@ def _dist_version(ep: Any) -> str | None:
     return getattr(dist, "version", None)
 
 
-def _scan(group: str) -> list[CachedEntryPoint]:
+def _scan(group: str) -> tuple[list[CachedEntryPoint], set[str]]:
+    """The group's entry points, and the ``sys.path`` entries that hold any distribution at all."""
+    from importlib_metadata import distributions
     from importlib_metadata import entry_points as find
 
-    return [CachedEntryPoint(ep.name, ep.value, _dist_version(ep)) for ep in find(group=group)]
+    found = [CachedEntryPoint(ep.name, ep.value, _dist_version(ep)) for ep in find(group=group)]
+    holders = set()
+    for dist in distributions():
+        folder = getattr(dist, "_path", None)
+        if folder is not None:
+            holders.add(str(folder.parent))
+    on_path = {os.path.abspath(e or "."): e for e in sys.path}
+    return found, {on_path[h] for h in holders if h in on_path}
 
 
 def _parse_row(line: str) -> CachedEntryPoint:
@@ -81,16 +105,38 @@ def _parse_row(line: str) -> CachedEntryPoint:
     return CachedEntryPoint(name, value, version or None)
 
 
-def entry_points(group: str) -> list[CachedEntryPoint]:
-    """The group's entry points, sorted by name; from the cache when ``sys.path`` has not changed."""
-    if os.environ.get("DATASOURCES_ENTRY_POINT_CACHE", "1") == "0":
-        return sorted(_scan(group))
-    path = cache_dir() / f"entry-points-{_fingerprint(group)}.tsv"
+def _read(path: Path) -> list[CachedEntryPoint] | None:
+    """The cached entry points, or None when the file is missing, damaged or out of date."""
     try:
-        return sorted(_parse_row(line) for line in path.read_text(encoding="utf-8").splitlines() if line)
-    except (OSError, ValueError, TypeError):
-        pass
-    found = sorted(_scan(group))
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return None
+    watched: dict[str, str] = {}
+    rows: list[CachedEntryPoint] = []
+    try:
+        for line in lines:
+            if line.startswith("#path\t"):
+                _, entry, mtime = line.split("\t")
+                watched[entry] = mtime
+            elif line:
+                rows.append(_parse_row(line))
+    except (ValueError, TypeError):
+        return None
+    if _watched(bool(sys.path) and sys.path[0] in watched) != watched:
+        return None
+    return sorted(rows)
+
+
+def entry_points(group: str) -> list[CachedEntryPoint]:
+    """The group's entry points, sorted by name; from the cache while no distribution came or went."""
+    if os.environ.get("DATASOURCES_ENTRY_POINT_CACHE", "1") == "0":
+        return sorted(_scan(group)[0])
+    path = _cache_path(group)
+    cached = _read(path)
+    if cached is not None:
+        return cached
+    found, holders = _scan(group)
+    found.sort()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         import tempfile
@@ -98,11 +144,10 @@ def entry_points(group: str) -> list[CachedEntryPoint]:
         # written to a temporary name and renamed: a concurrent reader never sees half a file
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".entry-points-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            first_holds = bool(sys.path) and sys.path[0] in holders
+            handle.writelines(f"#path\t{e}\t{m}\n" for e, m in _watched(first_holds).items())
             handle.writelines(f"{ep.name}\t{ep.value}\t{ep.version or ''}\n" for ep in found)
         os.replace(tmp, path)
-        for old in path.parent.glob("entry-points-*.tsv"):
-            if old != path:
-                old.unlink(missing_ok=True)
     except OSError:
         pass  # a read-only home is no reason to fail: the next start scans again
     return found

@@ -13,16 +13,21 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 
 from .. import multipart
+from ..errors import DatasetError
 from ..results import InstanceOutcome
+from .negotiation import dicom_json
+from .state import source_context
 
 if TYPE_CHECKING:
     from ..interface import DataSource
 
-__all__ = ["failure_code", "read_body", "stow_response"]
+__all__ = ["failure_code", "read_body", "store_instances", "store_study_instances", "stow_response"]
 
 PROCESSING_FAILURE = 0x0110
 DUPLICATE = 0x0111
@@ -175,3 +180,32 @@ def stow_response(
     warned = any("00081196" in entry for entry in referenced)
     status = 409 if not referenced else 202 if failed or warned else 200
     return status, answer, studies
+
+
+async def store_instances(request: Request) -> Response:
+    """``POST /studies``: store the parts, whatever study they belong to."""
+    return await _stow(request, None)
+
+
+async def store_study_instances(request: Request) -> Response:
+    """``POST /studies/{study}``: store the parts; a part of another study is refused (0x0110)."""
+    return await _stow(request, request.path_params["study"])
+
+
+async def _stow(request: Request, study: str | None) -> Response:
+    gateway, name, data_source, root = source_context(request)
+    content_type = request.headers.get("content-type", "")
+    kind, params = multipart.split_media_type(content_type)
+    if kind != "multipart/related":
+        raise HTTPException(415, 'STOW-RS takes multipart/related; type="application/dicom"')
+    part_type = params.get("type", "application/dicom").lower()
+    if part_type != "application/dicom":
+        raise HTTPException(415, f"only application/dicom parts can be stored here, not {part_type}")
+    body = await read_body(request, gateway.max_stow_bytes)
+    parts = multipart.parse(body, content_type)
+    if not parts:
+        raise DatasetError("the STOW request holds no part")
+    status, answer, stored_studies = await run_in_threadpool(stow_response, data_source, parts, study, root)
+    if stored_studies:
+        await run_in_threadpool(gateway.forget, name, data_source, stored_studies)
+    return dicom_json(answer, status)

@@ -1,0 +1,292 @@
+"""The gateway's state: which sources are served, how a request finds its source and URLs, and the metadata cache.
+
+Metadata flows as everywhere else: ``retrieve.series.metadata`` fills the host's metadata
+store, and WADO-RS metadata is read back from the store and denaturalized. The gateway
+remembers which source filled which study and when, so a study is fetched again after
+``metadata_ttl`` seconds, after a STOW into it, or when another source asks for the same
+UID (the store is keyed by UID, one per host). Route handlers reach the :class:`Gateway`
+through ``request.app.state.gateway`` (see :func:`source_context`), never through the app module.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from ..errors import ConfigurationError, DataSourcesError, NotFoundError, UnknownDataSourceError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from ..host import Host
+    from ..interface import DataSource
+
+__all__ = ["Gateway", "gateway_of", "source_context"]
+
+log = logging.getLogger("datasources.gateway")
+
+_MAX_BODIES = 8  # metadata answers kept per loaded study (its series, and the URLs clients reach us by)
+
+
+@dataclass
+class _Loaded:
+    source: str
+    at: float
+    series: frozenset[str] | None  # None: the whole study
+    # WADO-RS metadata bodies already made from this load: (series or None, gateway root) -> JSON
+    bodies: dict[tuple[str | None, str], bytes] = field(default_factory=dict)
+
+
+class _KeyLock:
+    """One study's lock. Used as ``with gateway._lock_for(uid):`` so the ``with`` holds the object
+    itself: the registry keeps only weak references, and a lock nobody holds may be collected."""
+
+    __slots__ = ("__weakref__", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+    def __enter__(self) -> _KeyLock:
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+class Gateway:
+    """Which sources are served, and the study metadata they filled into the host's store."""
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        sources: Sequence[str] | None = None,
+        default_source: str | None = None,
+        metadata_ttl: float = 30.0,
+        max_cached_studies: int = 200,
+        max_stow_bytes: int = 1 << 30,
+        public_url: str | None = None,
+    ) -> None:
+        self.host = host
+        names = list(dict.fromkeys(sources)) if sources else list(host.source_names)
+        known = set(host.source_names)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigurationError(
+                f"gateway: no data source named {', '.join(map(repr, unknown))}; configured: "
+                f"{', '.join(map(repr, host.source_names)) or 'none'}"
+            )
+        bad = [n for n in names if not n or "/" in n]
+        if bad:
+            raise ConfigurationError(f"gateway: source names {bad!r} cannot be URL path segments")
+        if not names:
+            raise ConfigurationError("gateway: there is no data source to serve")
+        if default_source is None:
+            active = host.active_data_source_name
+            default_source = active if active in names else names[0]
+        elif default_source not in names:
+            raise ConfigurationError(f"gateway: the default source {default_source!r} is not served")
+        if metadata_ttl < 0 or max_cached_studies < 1 or max_stow_bytes < 1:
+            raise ConfigurationError("gateway: metadata_ttl >= 0, max_cached_studies >= 1, max_stow_bytes >= 1")
+        self.sources: tuple[str, ...] = tuple(names)
+        self.default_source = default_source
+        self.metadata_ttl = float(metadata_ttl)
+        self.max_cached_studies = int(max_cached_studies)
+        self.max_stow_bytes = int(max_stow_bytes)
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"gateway: public_url must be an http(s) URL, not {public_url!r}")
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self._locks: weakref.WeakValueDictionary[str, _KeyLock] = weakref.WeakValueDictionary()
+        self._state = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Gateway sources={list(self.sources)!r} default={self.default_source!r}>"
+
+    def base_url(self, request: Request) -> str:
+        """The gateway's own URL, for the RetrieveURLs and BulkDataURIs it hands out.
+
+        ``public_url`` when configured (behind a reverse proxy). Otherwise the request's Host
+        header, with the port the connection came in on when the header has none and that
+        port is not the scheme's default: dicomweb-client sends ``Host: 127.0.0.1`` without
+        the port, and a URL built from that points at port 80.
+        """
+        if self.public_url:
+            return self.public_url
+        url = request.base_url
+        server = request.scope.get("server")
+        if url.port is None and server and server[1] not in (None, {"http": 80, "https": 443}.get(url.scheme)):
+            url = url.replace(port=server[1])
+        return str(url).rstrip("/")
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def data_source(self, name: str | None) -> tuple[str, DataSource]:
+        """``(name, source)`` for a request; the default source when ``name`` is None."""
+        chosen = self.default_source if name is None else name
+        if chosen not in self.sources:
+            raise UnknownDataSourceError(chosen, self.sources)
+        return chosen, self.host.get_data_source(chosen)
+
+    # -- metadata through the store --------------------------------------------------------
+
+    def _lock_for(self, study: str) -> _KeyLock:
+        with self._state:
+            lock = self._locks.get(study)
+            if lock is None:
+                lock = _KeyLock()
+                self._locks[study] = lock
+            return lock
+
+    def _drop(self, study: str, entry: _Loaded | None, fallback: DataSource | None = None) -> None:
+        """Forget a study: the source's own cache of it and the store's copy."""
+        owner = fallback
+        if entry is not None:
+            try:
+                owner = self.host.get_data_source(entry.source)
+            except DataSourcesError:
+                owner = fallback
+        if owner is not None:
+            try:
+                owner.delete_study_metadata(study)
+            except DataSourcesError as exc:
+                log.warning("gateway: forgetting study %s: %s", study, exc)
+        self.host.metadata_store.remove_study(study)
+        with self._state:
+            if self._loaded.get(study) is entry:
+                self._loaded.pop(study, None)
+
+    def _ensure(self, name: str, data_source: DataSource, study: str, series: str | None) -> None:
+        store = self.host.metadata_store
+        now = time.monotonic()
+        with self._state:
+            entry = self._loaded.get(study)
+        fresh = entry is not None and entry.source == name and now - entry.at <= self.metadata_ttl
+        if fresh and entry is not None and (entry.series is None or (series is not None and series in entry.series)):
+            with self._state:
+                if study in self._loaded:
+                    self._loaded.move_to_end(study)
+            return
+        if entry is not None and not fresh:
+            self._drop(study, entry)
+            entry = None
+        elif entry is None and store.get_study(study) is not None:
+            self._drop(study, None, data_source)  # filled elsewhere: start from this source's own view
+        data_source.retrieve.series.metadata(study, series_instance_uids=[series] if series else None)
+        if series is None:
+            loaded = _Loaded(name, now, None)
+        elif entry is not None and entry.series is not None:
+            loaded = _Loaded(name, entry.at, entry.series | {series})
+        else:
+            loaded = _Loaded(name, now, frozenset({series}))
+        with self._state:
+            self._loaded[study] = loaded
+            self._loaded.move_to_end(study)
+            excess = len(self._loaded) - self.max_cached_studies
+            victims = [(k, v) for k, v in list(self._loaded.items())[: max(0, excess)] if k != study]
+        for key, old in victims:
+            lock = self._lock_for(key)
+            if lock.lock.acquire(blocking=False):  # never wait for another study's lock while holding one
+                try:
+                    self._drop(key, old)
+                finally:
+                    lock.lock.release()
+
+    def metadata_body(
+        self,
+        name: str,
+        data_source: DataSource,
+        study: str,
+        series: str | None,
+        root: str,
+        render: Callable[[list[dict[str, Any]]], bytes],
+    ) -> bytes:
+        """The WADO-RS metadata of a study (or one series) as JSON bytes, made once per load.
+
+        Denaturalizing a 1000-instance study costs about 150 ms; while the study's metadata
+        is fresh, the same answer is served again from memory.
+        """
+        with self._lock_for(study):
+            if series is None:
+                instances = self.study_instances(name, data_source, study)
+            else:
+                instances = self.series_instances(name, data_source, study, series)
+            with self._state:
+                entry = self._loaded.get(study)
+            key = (series, root)
+            if entry is not None and key in entry.bodies:
+                return entry.bodies[key]
+            body = render(instances)
+            if entry is not None and entry.source == name:
+                if len(entry.bodies) >= _MAX_BODIES:  # each Host header makes its own URLs: keep a few
+                    entry.bodies.pop(next(iter(entry.bodies)))
+                entry.bodies[key] = body
+            return body
+
+    def study_instances(self, name: str, data_source: DataSource, study: str) -> list[dict[str, Any]]:
+        """Every instance of a study, as the store holds it (loaded first if need be)."""
+        with self._lock_for(study):
+            self._ensure(name, data_source, study, None)
+            record = self.host.metadata_store.get_study(study)
+            if record is None:
+                raise NotFoundError(f"study {study!r} is not in data source {name!r}")
+            return [inst for series in record.get("series", ()) for inst in series.get("instances", ())]
+
+    def series_instances(self, name: str, data_source: DataSource, study: str, series: str) -> list[dict[str, Any]]:
+        with self._lock_for(study):
+            self._ensure(name, data_source, study, series)
+            record = self.host.metadata_store.get_series(study, series)
+            if record is None:
+                raise NotFoundError(f"series {series!r} of study {study!r} is not in data source {name!r}")
+            return list(record.get("instances", ()))
+
+    def instance(self, name: str, data_source: DataSource, study: str, series: str, sop: str) -> dict[str, Any]:
+        for candidate in self.series_instances(name, data_source, study, series):
+            if candidate.get("SOPInstanceUID") == sop:
+                return candidate
+        raise NotFoundError(f"instance {sop!r} is not in series {series!r} of data source {name!r}")
+
+    def cached_instance(self, name: str, study: str, series: str, sop: str) -> dict[str, Any] | None:
+        """An instance already in the store for this source (no loading), or None."""
+        with self._state:
+            entry = self._loaded.get(study)
+        if entry is None or entry.source != name or time.monotonic() - entry.at > self.metadata_ttl:
+            return None
+        return self.host.metadata_store.get_instance(study, series, sop)
+
+    def forget(self, name: str, data_source: DataSource, studies: Iterable[str]) -> None:
+        """After a STOW: the next metadata request for these studies fetches them again."""
+        for study in set(studies):
+            with self._lock_for(study):
+                with self._state:
+                    entry = self._loaded.get(study)
+                if entry is not None:
+                    self._drop(study, entry)
+                else:
+                    try:
+                        data_source.delete_study_metadata(study)
+                    except DataSourcesError as exc:
+                        log.warning("gateway: forgetting study %s: %s", study, exc)
+
+
+def gateway_of(request: Request) -> Gateway:
+    """The :class:`Gateway` the application serving ``request`` was made with."""
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def source_context(request: Request) -> tuple[Gateway, str, DataSource, str]:
+    """The gateway, the source a request is for (its name and DataSource), and the URL of its DICOMweb root."""
+    gateway = gateway_of(request)
+    given = request.path_params.get("source")
+    name, data_source = gateway.data_source(given)
+    base = gateway.base_url(request)
+    root = f"{base}/dicom-web" if given is None else f"{base}/{quote(name, safe='')}/dicom-web"
+    return gateway, name, data_source, root

@@ -1,0 +1,222 @@
+"""WADO-RS pixel handlers of the gateway: frames, bulk data, rendered images and thumbnails.
+
+Frames and bulk data are sent as the source stores them (see :mod:`.frames` and
+:mod:`.negotiation`); rendered images and thumbnails are made by :mod:`.render`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import multipart
+from ..errors import InvalidQueryError, NotFoundError
+from ..naturalize import is_tag, keyword_for_tag
+from .frames import call_bulk_data_uri, frame_count, part_media_type, source_frames
+from .negotiation import image_type, negotiate, part_type
+from .render import render_frame
+from .state import source_context
+
+if TYPE_CHECKING:
+    from ..interface import DataSource
+    from .state import Gateway
+
+__all__ = ["bulkdata", "frames", "instance_thumbnail", "rendered", "series_thumbnail", "study_thumbnail"]
+
+
+def _frame_numbers(text: str) -> list[int]:
+    numbers = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise InvalidQueryError(f"frame numbers are whole numbers from 1, separated by commas: {text!r}")
+        numbers.append(int(part))
+    return numbers
+
+
+def _viewport(request: Request, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    value = request.query_params.get("viewport")
+    if not value:
+        return default
+    parts = value.split(",")
+    try:
+        width, height = int(parts[0]), int(parts[1] if len(parts) > 1 else parts[0])
+    except ValueError:
+        raise InvalidQueryError(f"viewport is width,height in pixels, not {value!r}") from None
+    if not (0 < width <= 4096 and 0 < height <= 4096):
+        raise InvalidQueryError(f"viewport must be 1..4096 pixels each way, not {value!r}")
+    return width, height
+
+
+async def frames(request: Request) -> Response:
+    gateway, name, data_source, _ = source_context(request)
+    study, series, sop = (request.path_params[k] for k in ("study", "series", "sop"))
+    numbers = _frame_numbers(request.path_params["frames"])
+
+    def work() -> tuple[list[bytes], Mapping[str, Any]]:
+        meta = gateway.cached_instance(name, study, series, sop)
+        if meta is not None and max(numbers) > frame_count(meta):
+            raise NotFoundError(f"instance {sop} has {frame_count(meta)} frame(s), counted from 1: not {numbers}")
+        loader = lambda: gateway.instance(name, data_source, study, series, sop)  # noqa: E731
+        frames = source_frames(data_source, study, series, sop, numbers, loader)
+        return frames, meta or gateway.cached_instance(name, study, series, sop) or {}
+
+    frames, meta = await run_in_threadpool(work)
+    media, ts = part_media_type(frames[0], meta) if frames else ("application/octet-stream", None)
+    chosen = negotiate(request, media, ts, len(frames))
+    label = part_type(chosen.type, ts)
+    if not chosen.multipart:
+        return Response(frames[0], media_type=label)
+    body, boundary = multipart.build([(f, label) for f in frames])
+    content_type = f'multipart/related; type="{chosen.type}"; boundary={boundary}'
+    if ts:
+        content_type += f"; transfer-syntax={ts}"
+    return Response(body, headers={"Content-Type": content_type})
+
+
+async def bulkdata(request: Request) -> Response:
+    gateway, name, data_source, _ = source_context(request)
+    study, series, sop = (request.path_params[k] for k in ("study", "series", "sop"))
+    path = [p for p in request.path_params["path"].split("/") if p]
+
+    def work() -> bytes:
+        instance = gateway.instance(name, data_source, study, series, sop)
+        value, keyword = _resolve_path(instance, path)
+        if isinstance(value, Mapping) and value.get("InlineBinary"):
+            return base64.b64decode(value["InlineBinary"])
+        if not isinstance(value, Mapping) or not value.get("BulkDataURI"):
+            raise NotFoundError(f"{'/'.join(path)} of instance {sop} is not bulk data")
+        return call_bulk_data_uri(
+            data_source,
+            value["BulkDataURI"],
+            tag=keyword,
+            study_instance_uid=study,
+            series_instance_uid=series,
+        )
+
+    data = await run_in_threadpool(work)
+    chosen = negotiate(request, "application/octet-stream", None, 1)
+    if not chosen.multipart:
+        return Response(data, media_type="application/octet-stream")
+    body, boundary = multipart.build([(data, "application/octet-stream")])
+    return Response(
+        body, headers={"Content-Type": f'multipart/related; type="application/octet-stream"; boundary={boundary}'}
+    )
+
+
+async def _render(
+    request: Request,
+    pick: Callable[[Gateway, str, DataSource], tuple[str, str, Mapping[str, Any]]],
+    frame: int,
+    viewport: tuple[int, int] | None,
+    thumbnail: bool = False,
+) -> Response:
+    media = image_type(request)
+    gateway, name, data_source, _ = source_context(request)
+    size = _viewport(request, viewport)
+
+    def work() -> bytes:
+        series, sop, meta = pick(gateway, name, data_source)
+        study = str(meta.get("StudyInstanceUID") or request.path_params["study"])
+        if frame > frame_count(meta):
+            raise NotFoundError(f"frame {frame} does not exist; instance {sop} has {frame_count(meta)}")
+        pixels = source_frames(data_source, study, series, sop, [frame], lambda: meta)[0]
+        return render_frame(pixels, meta, viewport=size, media_type=media, auto_window=thumbnail)
+
+    image = await run_in_threadpool(work)
+    return Response(image, media_type=media, headers={"Cache-Control": "private, max-age=300"})
+
+
+async def rendered(request: Request) -> Response:
+    study, series, sop = (request.path_params[k] for k in ("study", "series", "sop"))
+    frame = _frame_numbers(request.path_params["frames"])[0] if "frames" in request.path_params else 1
+
+    def pick(gateway: Gateway, name: str, data_source: DataSource) -> tuple[str, str, Mapping[str, Any]]:
+        return series, sop, gateway.instance(name, data_source, study, series, sop)
+
+    return await _render(request, pick, frame, None)
+
+
+async def instance_thumbnail(request: Request) -> Response:
+    study, series, sop = (request.path_params[k] for k in ("study", "series", "sop"))
+
+    def pick(gateway: Gateway, name: str, data_source: DataSource) -> tuple[str, str, Mapping[str, Any]]:
+        return series, sop, gateway.instance(name, data_source, study, series, sop)
+
+    return await _render(request, pick, 1, (128, 128), thumbnail=True)
+
+
+async def series_thumbnail(request: Request) -> Response:
+    study, series = request.path_params["study"], request.path_params["series"]
+
+    def pick(gateway: Gateway, name: str, data_source: DataSource) -> tuple[str, str, Mapping[str, Any]]:
+        instance = _first_image(gateway.series_instances(name, data_source, study, series))
+        return series, str(instance["SOPInstanceUID"]), instance
+
+    return await _render(request, pick, 1, (128, 128), thumbnail=True)
+
+
+async def study_thumbnail(request: Request) -> Response:
+    study = request.path_params["study"]
+
+    def pick(gateway: Gateway, name: str, data_source: DataSource) -> tuple[str, str, Mapping[str, Any]]:
+        instance = _first_image(gateway.study_instances(name, data_source, study))
+        return str(instance["SeriesInstanceUID"]), str(instance["SOPInstanceUID"]), instance
+
+    return await _render(request, pick, 1, (128, 128), thumbnail=True)
+
+
+def _resolve_path(instance: Mapping[str, Any], path: Sequence[str]) -> tuple[Any, str]:
+    """Walk ``tag/index/tag...`` through a naturalized instance: the value found and its keyword."""
+    node: Any = instance
+    keyword = ""
+    if not path or len(path) % 2 == 0:
+        raise NotFoundError(f"bulk data path {'/'.join(path)!r} is not tag[/item/tag...]")
+    for i, step in enumerate(path):
+        if i % 2 == 0:
+            if not is_tag(step):
+                raise NotFoundError(f"bulk data path {'/'.join(path)!r}: {step!r} is not an 8-hex tag")
+            keyword = keyword_for_tag(step) or step.upper()
+            if not isinstance(node, Mapping) or keyword not in node:
+                raise NotFoundError(f"instance has no {keyword} at {'/'.join(path[: i + 1])}")
+            node = node[keyword]
+        else:
+            items = node if isinstance(node, list) else [node]
+            if not step.isdigit() or int(step) >= len(items):
+                raise NotFoundError(f"bulk data path {'/'.join(path)!r}: no item {step}")
+            node = items[int(step)]
+    if isinstance(node, list) and len(node) == 1:
+        node = node[0]
+    return node, keyword
+
+
+def _first_image(instances: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The instance a thumbnail shows: the lowest InstanceNumber among those with pixels."""
+
+    def order(inst: Mapping[str, Any]) -> tuple[float, str]:
+        try:
+            number = float(inst.get("InstanceNumber") or 0)
+        except (TypeError, ValueError):
+            number = 0.0
+        return (number, str(inst.get("SOPInstanceUID")))
+
+    images = [i for i in instances if i.get("Rows") and i.get("Columns")]
+    if not images:
+        raise NotFoundError("no instance with pixel data to make a thumbnail from")
+    by_series: dict[str, list[Mapping[str, Any]]] = {}
+    for inst in images:
+        by_series.setdefault(str(inst.get("SeriesInstanceUID")), []).append(inst)
+    first_series = min(by_series.values(), key=lambda group: _series_number(group[0]))
+    return min(first_series, key=order)
+
+
+def _series_number(instance: Mapping[str, Any]) -> float:
+    try:
+        return float(instance.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        return 0.0
