@@ -35,6 +35,7 @@ __all__ = [
     "labelled",
     "media_type_of",
     "metadata_transfer_syntax",
+    "swap_bytes",
 ]
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -183,11 +184,12 @@ def dataset_frames(ds: Dataset, numbers: Sequence[int] | None = None, *, name: s
     out = []
     for n in wanted:
         chunk = bytes(data[(n - 1) * size : n * size])
-        out.append(Frame(_swap(chunk, bits // 8) if swap else chunk, EXPLICIT_LE))
+        out.append(Frame(swap_bytes(chunk, bits // 8) if swap else chunk, EXPLICIT_LE))
     return out
 
 
-def _swap(data: bytes, width: int) -> bytes:
+def swap_bytes(data: bytes, width: int) -> bytes:
+    """Big-endian words of ``width`` bytes to little endian (and back)."""
     import array
 
     if width not in (2, 4, 8):

@@ -332,7 +332,7 @@ class DicomWebSource:
             from datasources.errors import MalformedResponseError
 
             raise MalformedResponseError(f"{self.name}: asked for {len(numbers)} frames, the answer holds {len(parts)}")
-        return [p.content for p in parts]
+        return [p.frame() for p in parts]  # each labelled with the transfer syntax its part names
 
     def bulk_data_uri(
         self, uri: str | Mapping[str, Any], *, study_instance_uid: str | None = None,
@@ -351,7 +351,7 @@ class DicomWebSource:
             from datasources.errors import MalformedResponseError
 
             raise MalformedResponseError(f"{self.name}: the bulk data answer holds no part")
-        return parts[0].content
+        return parts[0].frame()
 
     def direct_url(
         self,
