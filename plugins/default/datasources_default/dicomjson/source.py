@@ -26,6 +26,7 @@ from datasources.errors import (
 from datasources.interface import DataSource, IWebApiDataSource, not_supported
 from datasources.matching import filter_records
 from datasources.query import parse_search
+from datasources.transfer import Frame
 from datasources.values import conform
 
 from .. import imageids
@@ -286,7 +287,10 @@ def _value_of(data: bytes, tag: str, uri: str) -> bytes:
     if tag not in ds:
         raise NotFoundError(f"{uri!r} is a DICOM file without {tag}")
     value = ds[tag].value
-    return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode()
+    if not isinstance(value, bytes | bytearray):
+        return str(value).encode()
+    ts = ds.file_meta.get("TransferSyntaxUID") if tag in ("PixelData", "7FE00010") else None
+    return Frame(value, str(ts)) if ts is not None else bytes(value)  # pixel data: the file's transfer syntax
 
 
 def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
