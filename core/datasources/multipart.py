@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from .errors import DatasetError, DataSourcesError
-from .transfer import Frame
+from .transfer import Frame, labelled
 
 __all__ = ["Part", "build", "media_params", "parse", "split_media_type"]
 
@@ -42,8 +42,8 @@ class Part:
         return "1.2.840.10008.1.2.1" if media == "application/octet-stream" else None
 
     def frame(self) -> Frame:
-        """The part's bytes, labelled with its transfer syntax."""
-        return Frame(self.content, self.transfer_syntax)
+        """The part's bytes, labelled with its transfer syntax (native ones as Explicit VR LE)."""
+        return labelled(self.content, self.transfer_syntax)
 
     def __repr__(self) -> str:
         return f"Part({self.content_type!r}, {len(self.content)} bytes)"

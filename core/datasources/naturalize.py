@@ -160,7 +160,9 @@ def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | No
             numbers = [_number(v, vr) for v in value]
             out[key] = numbers[0] if len(numbers) == 1 and key not in multi else numbers
         elif len(value) == 1 and key not in multi:
-            out[key] = value[0]
+            out[key] = value[0] if value[0] != "" else None
+        elif "" in value:
+            out[key] = [v if v != "" else None for v in value]  # an empty value among several is null (F.2.5)
         else:
             out[key] = value
     if vr_map is not None:

@@ -126,7 +126,7 @@ def call_bulk_data_uri(data_source: Any, uri: str, **context: Any) -> bytes:
     data = func(uri, **kwargs)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedResponseError(f"retrieve.bulk_data_uri gave {type(data).__name__}, not bytes")
-    return bytes(data)
+    return data if isinstance(data, Frame) else bytes(data)  # a Frame keeps its transfer syntax
 
 
 def frames_reader(data_source: Any) -> Callable[..., list[bytes]] | None:

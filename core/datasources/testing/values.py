@@ -15,8 +15,8 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
     "series": ("SeriesInstanceUID",),
     "instance": ("SOPInstanceUID",),
 }
-_TEXT = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
-_INTS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV", "AT"})
+_TEXT = frozenset({"AE", "AS", "AT", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+_INTS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
 _NUMBERS = frozenset({"FL", "FD", "OF", "OD"})
 
 
@@ -38,6 +38,8 @@ def _scalar_problem(key: str, value: Any, vr: str) -> str | None:
             return f"{key}: {vr} is a str, not {type(value).__name__} {value!r}"
         if value == "":
             return f"{key}: an empty value is None, not ''"
+        if vr == "AT" and not (len(value) == 8 and all(c in "0123456789ABCDEFabcdef" for c in value)):
+            return f"{key}: AT is an 8-hex tag string, not {value!r}"
         if vr == "DA" and not (len(value) == 8 and value.isdigit()):
             return f"{key}: DA is YYYYMMDD, not {value!r}"
         if vr == "TM" and not value[:2].isdigit():
@@ -75,7 +77,7 @@ def value_problems(record: Mapping[str, Any], level: str | None = None, path: st
                 continue
             if not value:
                 problems.append(f"{where}: an empty value is None, not []")
-            problems += [p for v in value if (p := _scalar_problem(where, v, vr))]
+            problems += [p for v in value if v is not None and (p := _scalar_problem(where, v, vr))]
         elif isinstance(value, list):
             problems.append(f"{where}: a single-valued attribute is not a list: {value!r}")
         else:

@@ -343,7 +343,7 @@ def naturalize_file(path: str, image_id: str) -> tuple[dict[str, Any], Dataset]:
         naturalized[keyword] = {"BulkDataURI": f"{image_id}?tag={tag:08X}"}
         naturalized.setdefault("_vrMap", {})[keyword] = vr
     if ts:
-        naturalized["AvailableTransferSyntaxUID"] = str(ts)
+        naturalized["AvailableTransferSyntaxUID"] = [str(ts)]
     return naturalized, ds
 
 

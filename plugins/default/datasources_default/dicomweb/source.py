@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
-from datasources.errors import ConfigurationError, InvalidQueryError, NotFoundError, NotSupportedError
+from datasources.errors import ConfigurationError, HTTPError, InvalidQueryError, NotFoundError, NotSupportedError
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.naturalize import naturalize_many, paused_gc
@@ -327,7 +327,15 @@ class DicomWebSource:
             f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
             f"/frames/{','.join(map(str, numbers))}"
         )
-        parts = self.client.get_parts(url, self._accept("image"))
+        try:
+            parts = self.client.get_parts(url, self._accept("image"))
+        except HTTPError as exc:
+            # the numbers were checked here, so a 400 is the server's "no such frame" (Orthanc: out of range)
+            if exc.status in (400, 404, 410):
+                raise NotFoundError(
+                    f"{self.name}: no frames {numbers} of instance {sop_uid} (HTTP {exc.status})"
+                ) from None
+            raise
         if len(parts) != len(numbers):
             from datasources.errors import MalformedResponseError
 
