@@ -438,7 +438,7 @@ class MergeSource:
             if isinstance(loaded, Mapping):
                 for uid, summary in loaded.items():
                     if uid not in merged:
-                        merged[uid] = {**summary, TAG: name} if isinstance(summary, Mapping) else summary
+                        merged[uid] = {**summary, TAG: [name]} if isinstance(summary, Mapping) else summary
         if wanted is None and not failures:
             self._host().metadata_store.set_study_loaded(study_instance_uid)
         return merged
@@ -478,7 +478,7 @@ class MergeSource:
         return MergedResults(out, {**rows.failures, **failures})
 
     def _wrap_task(self, study_uid: str, name: str, task: SeriesLoadTask[Any]) -> SeriesLoadTask[Any]:
-        metadata = {**task.metadata, TAG: name}
+        metadata = {**task.metadata, TAG: [name]}
         series_uid = metadata.get("SeriesInstanceUID")
         if isinstance(series_uid, str):
             self._remember(series_uid, name)
@@ -487,7 +487,7 @@ class MergeSource:
             result = task.run()
             if isinstance(series_uid, str):
                 self._tag_loaded(study_uid, name, [series_uid])
-            return {**result, TAG: name} if isinstance(result, Mapping) else result
+            return {**result, TAG: [name]} if isinstance(result, Mapping) else result
 
         return SeriesLoadTask(metadata, load, self._tasks_executor())
 
@@ -506,9 +506,9 @@ class MergeSource:
             )
             self._tag_loaded(study_uid, name, [series_uid])
             summary = loaded.get(series_uid) if isinstance(loaded, Mapping) else None
-            return {**(summary or row), TAG: name}
+            return {**(summary or row), TAG: [name]}
 
-        return SeriesLoadTask({**row, TAG: name}, load, self._tasks_executor())
+        return SeriesLoadTask({**row, TAG: [name]}, load, self._tasks_executor())
 
     def direct_url(self, instance: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         name = self.route(instance=instance) if instance is not None else self.config.default_data_source_name
