@@ -14,7 +14,7 @@ import pytest
 import requests
 from datasources import multipart
 from datasources.cli import main
-from datasources.cli_store import collect_files
+from datasources.cli.store import collect_files
 from support.dicomgen import StudySpec, make_study, write_datasets
 from support.faultserver import Reply
 

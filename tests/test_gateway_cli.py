@@ -17,7 +17,7 @@ import requests
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from datasources.cli_serve import _is_loopback
+from datasources.cli.serve import _is_loopback
 
 TOKEN = "cli-S3cret-token-4a7f91"
 LEE_CT = "2.25.149445395880599934171435059992354054150"

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import JsonOpt, _escape, _fail, _print_json, _progress_bar, _run, out
+from .output import JsonOpt, _escape, _fail, _print_json, _progress_bar, _run, out
 
 __all__ = ["index", "register"]
 
@@ -49,7 +49,7 @@ def index(
     json_output: JsonOpt = False,
 ) -> None:
     """Index a folder of DICOM files (headers only; unchanged files are not read again)."""
-    from .host import Host
+    from ..host import Host
 
     configuration: dict[str, Any] = {
         "root": str(path),

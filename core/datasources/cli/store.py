@@ -20,8 +20,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import ConfigOpt, JsonOpt, SourceOpt, _escape, _fail, _host, _print_json, _progress_bar, _run, out
-from .errors import DataSourcesError
+from ..errors import DataSourcesError
+from .output import ConfigOpt, JsonOpt, SourceOpt, _escape, _fail, _host, _print_json, _progress_bar, _run, out
 
 __all__ = ["collect_files", "register", "store"]
 

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
+from .output import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
 
 __all__ = ["register", "serve"]
 
@@ -93,7 +93,7 @@ def serve(
     try:
         import uvicorn
 
-        from .gateway.app import create_app
+        from ..gateway.app import create_app
     except ImportError as exc:
         raise _fail(f"the gateway needs {exc.name}: pip install 'datasources[gateway]'") from None
     level = log_level.lower()
