@@ -44,6 +44,8 @@ def run_checks(target: Target, checks: Sequence[Callable[[Target], None]] = CHEC
             check(target)
         except AssertionError as exc:
             results[check.__name__] = str(exc)
+        except Exception as exc:  # the source raised where the contract wants an answer
+            results[check.__name__] = f"{type(exc).__name__}: {exc}"
         else:
             results[check.__name__] = None
     return results
