@@ -132,6 +132,7 @@ def vr_for_tag(tag: str | int) -> str | None:
 
 def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
     multi = _MULTI or _multi_keys()
+    special = _SPECIAL
     out: dict[str, Any] = {}
     vr_map: dict[str, str] | None = None
     for tag, element in dataset.items():
@@ -154,14 +155,26 @@ def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | No
                 out[key] = None
         elif vr == "SQ":
             out[key] = [_naturalize(item, table) if item else {} for item in value]
+        elif len(value) == 1 and key not in special:  # the common case: one value, nothing to convert
+            v = value[0]
+            out[key] = v if v or v.__class__ is not str else None
+        elif len(value) == 1:
+            v = value[0]
+            if vr == "DS":
+                if v.__class__ is not float:
+                    v = _number(v, vr)
+            elif vr == "IS":
+                if v.__class__ is not int:
+                    v = _number(v, vr)
+            elif v == "":
+                v = None
+            out[key] = [v] if key in multi else v
         elif not value:
             out[key] = None
         elif vr == "DS" or vr == "IS":
-            numbers = [_number(v, vr) for v in value]
-            out[key] = numbers[0] if len(numbers) == 1 and key not in multi else numbers
-        elif len(value) == 1 and key not in multi:
-            out[key] = value[0] if value[0] != "" else None
-        elif "" in value:
+            kind = float if vr == "DS" else int
+            out[key] = [v if v.__class__ is kind else _number(v, vr) for v in value]
+        elif value[0].__class__ is str and "" in value:
             out[key] = [v if v != "" else None for v in value]  # an empty value among several is null (F.2.5)
         else:
             out[key] = value
@@ -170,8 +183,10 @@ def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | No
     return out
 
 
-# keywords and tags of attributes whose dictionary VM allows several values (built on first use)
+# keywords and tags of attributes whose dictionary VM allows several values (built on first use),
+# and those plus the DS/IS ones: the keys whose single value needs more than unwrapping
 _MULTI: set[str] = set()
+_SPECIAL: set[str] = set()
 
 
 def _multi_keys() -> set[str]:
@@ -179,10 +194,15 @@ def _multi_keys() -> set[str]:
         if not _MULTI:
             from pydicom.datadict import DicomDictionary
 
+            numeric = set()
             for tag, entry in DicomDictionary.items():
-                if entry[1] != "1" and entry[4]:
-                    _MULTI.add(entry[4])
-                    _MULTI.add(f"{tag:08X}")
+                if not entry[4]:
+                    continue
+                if entry[1] != "1":
+                    _MULTI.update((entry[4], f"{tag:08X}"))
+                if entry[0] in ("DS", "IS"):
+                    numeric.update((entry[4], f"{tag:08X}"))
+            _SPECIAL.update(_MULTI | numeric)
     return _MULTI
 
 
