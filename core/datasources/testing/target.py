@@ -9,7 +9,7 @@ from typing import Any
 
 from ..transfer import Frame, dataset_frames
 
-__all__ = ["ExpectedFrames", "KnownStudy", "Target", "frames_from_files"]
+__all__ = ["ExpectedFrames", "KnownStudy", "Target", "frames_from_files", "known_from_files"]
 
 
 @dataclass(frozen=True)
