@@ -140,3 +140,102 @@ def test_documented_type_errors_name_the_key(key: str) -> None:
 
     with pytest.raises(ConfigurationError, match=key):
         create_dicomweb_api({"wadoRoot": DOC_URL + "/dicom-web", key: "yes"})
+
+
+# -- "Authentication": the token examples, against a real token endpoint and Orthanc behind a token proxy --
+
+EXAMPLE_ROOT = "https://dicom.example.org/dicom-web"
+EXAMPLE_TOKEN_URL = "https://login.example.org/oauth2/token"
+
+
+def test_the_token_provider_examples_run_as_written(orthanc_empty: Any, tmp_path: Path) -> None:
+    from support.oauthserver import AuthProxy, TokenServer
+
+    lee = make_study(LEE)
+    with TokenServer(lifetime=30) as tokens, AuthProxy(orthanc_empty.url, tokens) as proxy:
+        orthanc_empty.upload(lee[:1])
+        try:
+
+            def write(marker: str, name: str) -> None:
+                text = block("yaml", marker).replace(EXAMPLE_ROOT, f"{proxy.url}/dicom-web")
+                (tmp_path / name).write_text(text.replace(EXAMPLE_TOKEN_URL, tokens.token_url))
+
+            # OAuth2 client credentials, the secret from the environment
+            tokens.add_client("viewer-service", "svc-Secret-1")
+            write("type: oauth2-client-credentials", "cloud.yaml")
+            line = next(x for x in block("bash", "DICOM_CLIENT_SECRET").splitlines() if x.startswith("datasources"))
+            argv = shlex.split(line)[1:]
+            right = datasources(argv, tmp_path, {"DICOM_CLIENT_SECRET": "svc-Secret-1"})
+            assert right.returncode == 0, right.stderr
+            assert LEE.study_uid in right.stdout and tokens.grants == ["client_credentials"]
+            wrong = datasources(argv, tmp_path, {"DICOM_CLIENT_SECRET": "svc-Wrong-1"})
+            assert wrong.returncode == 1 and "invalid_client" in wrong.stderr
+            assert "svc-Wrong-1" not in wrong.stdout + wrong.stderr
+
+            # a refresh token from a file
+            write("type: oauth2-refresh-token", "mine.yaml")
+            tokens.add_client("viewer-app", "unused")
+            (tmp_path / "refresh-token.txt").write_text(tokens.add_refresh_token("viewer-app") + "\n")
+            mine = datasources(["studies", "--config", "mine.yaml", "PatientID=PAT0001"], tmp_path)
+            assert mine.returncode == 0, mine.stderr
+            assert LEE.study_uid in mine.stdout and tokens.grants[-1] == "refresh_token"
+            tokens.revoke_refresh()
+            revoked = datasources(["studies", "--config", "mine.yaml"], tmp_path)
+            assert revoked.returncode == 1 and "invalid_grant" in revoked.stderr
+            assert tokens.token_url in revoked.stderr  # the error names the token endpoint
+
+            # "module:function"
+            (tmp_path / "pacs_tokens.py").write_text(block("python", "def pacs_token"))
+            write("provider: pacs_tokens:pacs_token", "custom.yaml")
+            tokens.add_client("custom-client", "custom-Secret")
+            env = {"PYTHONPATH": str(tmp_path), "PACS_TOKEN_URL": tokens.token_url,
+                   "PACS_CLIENT_ID": "custom-client", "PACS_CLIENT_SECRET": "custom-Secret"}  # fmt: skip
+            issued = tokens.issued
+            custom = datasources(["studies", "--config", "custom.yaml", "PatientID=PAT0001"], tmp_path, env)
+            assert custom.returncode == 0, custom.stderr
+            assert LEE.study_uid in custom.stdout and tokens.issued == issued + 1
+            assert not [s for s in proxy.seen if not s.live and s.authorization]  # no stale token was ever sent
+        finally:
+            orthanc_empty.clear()
+
+
+def test_the_cloud_examples_are_configured_as_written(tmp_path: Path) -> None:
+    import importlib.util
+
+    from datasources import Host
+    from datasources.errors import DataSourcesError
+
+    (tmp_path / "clouds.yaml").write_text(block("yaml", "type: google"))
+    host = Host.from_config(tmp_path / "clouds.yaml")
+    for name, module, extra in (("gcp", "google.auth", "google"), ("azure", "azure.identity", "azure")):
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            present = False
+        ds = host.get_data_source(name)
+        assert ds.get_config()["requestOptions"]["auth"]["type"] == extra
+        if not present:  # the first request says which extra to install (and sends nothing)
+            with pytest.raises(DataSourcesError, match=re.escape(f"pip install 'datasources-default[{extra}]'")):
+                ds.query.studies.search()
+
+
+def test_the_url_token_example_keeps_the_key_on_every_request(fault_server: Any, tmp_path: Path) -> None:
+    from datasources import Host
+    from support.faultserver import Reply
+
+    line = block("yaml", "?key=${DICOM_API_KEY}").strip()
+    root = line.split(": ", 1)[1].replace(EXAMPLE_ROOT, f"{fault_server.url}/dicom-web")
+    (tmp_path / "key.yaml").write_text(
+        "dataSources:\n  - namespace: default.dataSourcesModule.dicomweb\n    sourceName: k\n"
+        f"    configuration:\n      wadoRoot: {root}\n"
+    )
+    fault_server.script("/dicom-web/studies", Reply.json([]))
+    os.environ["DICOM_API_KEY"] = "api-KEY-value"
+    try:
+        ds = Host.from_config(tmp_path / "key.yaml").get_data_source("k")
+    finally:
+        del os.environ["DICOM_API_KEY"]
+    assert ds.query.studies.search(PatientID="X") == []
+    assert ("key", "api-KEY-value") in fault_server.requests[0].params
+    assert ("PatientID", "X") in fault_server.requests[0].params
+    assert ds.get_config()["wadoRoot"].endswith("?key=***")

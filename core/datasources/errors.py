@@ -25,6 +25,7 @@ __all__ = [
     "DataSourceUnavailableError",
     "DataSourcesError",
     "DatasetError",
+    "ExportError",
     "ExtensionLoadError",
     "HTTPError",
     "HelperNotFoundError",
@@ -33,19 +34,40 @@ __all__ = [
     "MalformedResponseError",
     "NotFoundError",
     "NotSupportedError",
+    "RedirectRefusedError",
     "StoreError",
     "UnknownDataSourceError",
     "UnknownEventError",
     "UnknownNamespaceError",
     "UnsafePathError",
+    "is_secret_param",
+    "redact_text",
     "redact_url",
     "safe_message",
+    "strip_query",
 ]
 
 
 def _known(names: Iterable[str]) -> str:
     listed = sorted(names)
     return ", ".join(repr(n) for n in listed) if listed else "none"
+
+
+_SECRET_KEY = re.compile(r"token|key|secret|passw|pwd|sig|auth|credential|session|code", re.IGNORECASE)
+# a query parameter whose name looks secret, anywhere in a text (a log line, a request line)
+_SECRET_PARAM = re.compile(r"([?&;]([^=&;\s\"'#?]*)=)([^&;\s\"'#]*)")
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter of this name carries a credential (``access_token``, ``key``, ``sig``...)."""
+    return bool(_SECRET_KEY.search(name))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the value of every secret-looking query parameter (``?access_token=...``) masked."""
+    if "=" not in text:
+        return text
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}***" if is_secret_param(m.group(2)) else m.group(0), text)
 
 
 def redact_url(url: str) -> str:
@@ -60,21 +82,18 @@ def redact_url(url: str) -> str:
         masked = []
         for pair in query.split("&"):
             key, sep, _value = pair.partition("=")
-            if sep and key.lower() in {
-                "token",
-                "access_token",
-                "password",
-                "apikey",
-                "api_key",
-                "key",
-                "sig",
-                "signature",
-            }:
-                masked.append(f"{key}=***")
-            else:
-                masked.append(pair)
+            masked.append(f"{key}=***" if sep and is_secret_param(key) else pair)
         query = "&".join(masked)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def strip_query(url: str) -> str:
+    """``url`` without user-info, query string or fragment: what an authentication error names."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
 
 
 class DataSourcesError(Exception):
@@ -176,6 +195,10 @@ class UnsafePathError(DataSourcesError, PermissionError):
     """A path would read or write outside a source's root folder."""
 
 
+class ExportError(DataSourcesError):
+    """An export cannot start: its destination is unusable (unknown protocol, not writable, a file)."""
+
+
 class DataSourceUnavailableError(DataSourcesError):
     """A configured data source could not be created (its extension's factory failed)."""
 
@@ -204,7 +227,31 @@ class HTTPError(BackendError):
 
 
 class AuthenticationError(HTTPError):
-    """The server refused the credentials (HTTP 401 or 403)."""
+    """The server refused the credentials (HTTP 401 or 403), or no credentials could be had.
+
+    The message names the source and the URL without its query string (which may hold a
+    token). ``forwarded`` is true when the refused credentials were a gateway client's own.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        url: str,
+        method: str = "GET",
+        detail: str | None = None,
+        *,
+        source: str | None = None,
+        forwarded: bool = False,
+    ) -> None:
+        super().__init__(status, strip_query(url), method, detail)
+        self.source = source
+        self.forwarded = forwarded
+        if source:
+            self.args = (f"{source}: {self.args[0]}",)
+
+
+class RedirectRefusedError(BackendError):
+    """A server redirected a request with a body (STOW) to another origin: it is not sent there."""
 
 
 class BackendTimeoutError(BackendError, TimeoutError):
@@ -236,5 +283,5 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 def safe_message(exc: BaseException) -> str:
     """``Type: message`` with every URL in it redacted."""
-    text = _URL.sub(lambda m: redact_url(m.group(0)), str(exc))
+    text = redact_text(_URL.sub(lambda m: redact_url(m.group(0)), str(exc)))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

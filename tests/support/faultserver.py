@@ -44,6 +44,7 @@ class Reply:
       and that much of the body, then stall.
     - ``truncate_to``: announce ``Content-Length: len(body)``, send only this many bytes, close.
     - ``drop``: read the request, then close the connection without a status line.
+    - ``drip``: send the body one byte at a time, this many seconds apart (a slow-loris backend).
     - A ``Content-Length`` in ``headers`` is sent as given (so it can lie); otherwise it is
       computed.
     """
@@ -55,6 +56,7 @@ class Reply:
     hang: bool = False
     truncate_to: int | None = None
     drop: bool = False
+    drip: float = 0.0
 
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None, **kw: Any) -> Reply:
@@ -145,6 +147,16 @@ class FaultServer:
                 if reply.truncate_to is not None:
                     self.send_header("Connection", "close")
                 self.end_headers()
+                if reply.drip and self.command != "HEAD":
+                    try:
+                        for i in range(len(payload)):
+                            self.wfile.write(payload[i : i + 1])
+                            self.wfile.flush()
+                            if outer._stop.wait(reply.drip):
+                                break
+                    except OSError:  # the client gave up: that is the point
+                        self.close_connection = True
+                    return
                 if reply.truncate_to is None:
                     if self.command != "HEAD":
                         self.wfile.write(payload)
@@ -161,7 +173,14 @@ class FaultServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                import sys
+
+                if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is a test's point
+                    super().handle_error(request, client_address)
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"

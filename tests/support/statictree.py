@@ -128,9 +128,14 @@ def build_static_tree(datasets: Iterable[Any], root: Path) -> dict[str, Any]:
     return out
 
 
-def _file_for(root: Path, path: str) -> Path | None:
+def _file_for(root: Path, path: str, prefix: str = "") -> Path | None:
     parts = [p for p in path.split("?", 1)[0].split("/") if p]
-    if "dicom-web" in parts:
+    head = [p for p in prefix.split("/") if p]
+    if head:
+        if parts[: len(head)] != head:
+            return None
+        parts = parts[len(head) :]
+    elif "dicom-web" in parts:
         parts = parts[parts.index("dicom-web") + 1 :]
     if not parts or parts[0] != "studies" or ".." in parts:
         return None
@@ -146,12 +151,15 @@ def _file_for(root: Path, path: str) -> Path | None:
 
 
 @contextmanager
-def serve_static_tree(root: Path, *, content_encoding: bool = True) -> Iterator[str]:
-    """Serve ``root`` on 127.0.0.1; yields the DICOMweb root URL (``http://127.0.0.1:PORT/dicom-web``)."""
+def serve_static_tree(root: Path, *, content_encoding: bool = True, prefix: str = "") -> Iterator[str]:
+    """Serve ``root`` on 127.0.0.1; yields the DICOMweb root URL (``http://127.0.0.1:PORT/dicom-web``).
+
+    With ``prefix`` (``/cdn/archive``) the tree is served under that path instead and only there.
+    """
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            target = _file_for(root, self.path)
+            target = _file_for(root, self.path, prefix)
             if target is None:
                 self.send_error(404)
                 return
@@ -174,7 +182,7 @@ def serve_static_tree(root: Path, *, content_encoding: bool = True) -> Iterator[
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        url = f"http://127.0.0.1:{server.server_address[1]}" + (prefix.rstrip("/") if prefix else "/dicom-web")
         yield url
     finally:
         server.shutdown()

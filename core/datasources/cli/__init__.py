@@ -25,6 +25,7 @@ GROUPS: tuple[str, ...] = (
     "store",
     "index",
     "serve",
+    "export",
 )
 
 app = typer.Typer(

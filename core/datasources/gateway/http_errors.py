@@ -53,7 +53,8 @@ def status_for(exc: BaseException) -> int:
     if isinstance(exc, BackendTimeoutError):
         return 504
     if isinstance(exc, AuthenticationError):
-        return 502  # the backend refused the gateway's own credentials: not the client's fault
+        # the backend refused a client's forwarded credentials: the client's to fix; else the gateway's own
+        return exc.status if exc.forwarded and exc.status in (401, 403) else 502
     if isinstance(exc, HTTPError):
         return {400: 400, 404: 404, 410: 404}.get(exc.status, 502)
     if isinstance(exc, BackendError):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from starlette.middleware import Middleware
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["BearerAuth", "middleware_stack", "public_path"]
+__all__ = ["BearerAuth", "ForwardAuthorization", "middleware_stack", "public_path"]
 
 
 def public_path(path: str) -> bool:
@@ -68,6 +68,30 @@ class BearerAuth:
         await response(scope, receive, send)
 
 
+class ForwardAuthorization:
+    """ASGI middleware: the client's ``Authorization`` is published (:mod:`datasources.forwarding`) for
+    sources configured with ``requestOptions.forwardAuthorization: true``; never the gateway's own token."""
+
+    def __init__(self, app: ASGIApp, token: str | None = None) -> None:
+        self.app = app
+        self._digest = hashlib.sha256(token.encode("utf-8")).digest() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from ..forwarding import forwarded_authorization
+
+        header = None
+        if scope["type"] == "http":
+            raw = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            if raw and raw.strip():
+                header = raw.decode("latin-1").strip()
+                _, _, credentials = header.partition(" ")
+                given = hashlib.sha256(credentials.strip().encode("utf-8")).digest()
+                if self._digest is not None and hmac.compare_digest(given, self._digest):
+                    header = None  # the gateway's own token stays here
+        with forwarded_authorization(header):
+            await self.app(scope, receive, send)
+
+
 def middleware_stack(token: str | None, cors_origins: Sequence[str] | None, gzip: bool) -> list[Middleware]:
     """The middleware, outermost first: CORS (so a 401 still carries its headers), gzip, the token."""
     from starlette.middleware import Middleware
@@ -92,4 +116,5 @@ def middleware_stack(token: str | None, cors_origins: Sequence[str] | None, gzip
         middleware.append(Middleware(GZipMiddleware, minimum_size=4096, compresslevel=1))
     if token is not None:
         middleware.append(Middleware(BearerAuth, token=token.strip(), public=public_path))
+    middleware.append(Middleware(ForwardAuthorization, token=token.strip() if token else None))
     return middleware

@@ -10,6 +10,7 @@ through ``request.app.state.gateway`` (see :func:`source_context`), never throug
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -35,11 +36,20 @@ log = logging.getLogger("datasources.gateway")
 _MAX_BODIES = 8  # metadata answers kept per loaded study (its series, and the URLs clients reach us by)
 
 
+def _caller() -> str | None:
+    """Whose credentials a source call runs with: a digest of the forwarded Authorization, or None."""
+    from ..forwarding import current_authorization
+
+    value = current_authorization()
+    return hashlib.sha256(value.encode("utf-8")).hexdigest() if value else None
+
+
 @dataclass
 class _Loaded:
     source: str
     at: float
     series: frozenset[str] | None  # None: the whole study
+    caller: str | None = None  # whose forwarded credentials loaded it: another caller loads it again
     # WADO-RS metadata bodies already made from this load: (series or None, gateway root) -> JSON
     bodies: dict[tuple[str | None, str], bytes] = field(default_factory=dict)
 
@@ -169,7 +179,9 @@ class Gateway:
         now = time.monotonic()
         with self._state:
             entry = self._loaded.get(study)
+        caller = _caller()
         fresh = entry is not None and entry.source == name and now - entry.at <= self.metadata_ttl
+        fresh = fresh and entry is not None and entry.caller == caller
         if fresh and entry is not None and (entry.series is None or (series is not None and series in entry.series)):
             with self._state:
                 if study in self._loaded:
@@ -182,11 +194,11 @@ class Gateway:
             self._drop(study, None, data_source)  # filled elsewhere: start from this source's own view
         data_source.retrieve.series.metadata(study, series_instance_uids=[series] if series else None)
         if series is None:
-            loaded = _Loaded(name, now, None)
+            loaded = _Loaded(name, now, None, caller=caller)
         elif entry is not None and entry.series is not None:
-            loaded = _Loaded(name, entry.at, entry.series | {series})
+            loaded = _Loaded(name, entry.at, entry.series | {series}, caller=caller)
         else:
-            loaded = _Loaded(name, now, frozenset({series}))
+            loaded = _Loaded(name, now, frozenset({series}), caller=caller)
         with self._state:
             self._loaded[study] = loaded
             self._loaded.move_to_end(study)
@@ -259,6 +271,8 @@ class Gateway:
         with self._state:
             entry = self._loaded.get(study)
         if entry is None or entry.source != name or time.monotonic() - entry.at > self.metadata_ttl:
+            return None
+        if entry.caller != _caller():
             return None
         return self.host.metadata_store.get_instance(study, series, sop)
 

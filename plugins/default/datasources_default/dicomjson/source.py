@@ -31,7 +31,7 @@ from datasources.values import conform
 
 from .. import imageids
 
-KNOWN_KEYS = frozenset({"name", "friendlyName", "url", "path", "bundled", "timeout"})
+KNOWN_KEYS = frozenset({"name", "friendlyName", "url", "path", "bundled", "timeout", "requestOptions"})
 
 _STUDY_FIELDS = (
     "StudyInstanceUID",
@@ -89,6 +89,27 @@ class DicomJsonBackend:
         self._lock = threading.Lock()
         self._location: str | None = None
         self._studies: dict[str, dict[str, Any]] = {}
+        self._client: Any = None
+
+    def http(self, location: str) -> Any:
+        """The HTTP client (dicomweb's: one session, its auth, deadline and limits), made on first use.
+
+        ``requestOptions`` (credentials included) apply to the configured ``url``'s origin only; a
+        document named by ``?url=`` elsewhere is read without them."""
+        with self._lock:
+            if self._client is None:
+                from ..dicomweb.client import DicomWebClient
+                from ..dicomweb.config import DicomWebConfig
+
+                configured = self.config.get("url")
+                trusted = isinstance(configured, str) and configured.startswith(("http://", "https://"))
+                options = dict(self.config.get("requestOptions") or {}) if trusted else {}
+                options.setdefault("timeout", float(self.config.get("timeout", 30)))
+                name = str(self.config.get("name") or "dicomjson")
+                root = configured if trusted else location
+                config = DicomWebConfig.from_mapping({"name": name, "wadoRoot": root, "requestOptions": options})
+                self._client = DicomWebClient(config, name)
+            return self._client
 
     # -- loading -----------------------------------------------------------------------
 
@@ -105,7 +126,7 @@ class DicomJsonBackend:
         return list(self._studies)
 
     def load(self, location: str) -> None:
-        document = _read_document(location, timeout=float(self.config.get("timeout", 30)))
+        document = _read_document(location, self)
         studies = _index(document, location)
         with self._lock:
             self._location = location
@@ -193,28 +214,12 @@ class DicomJsonBackend:
         return str(target)
 
 
-def _read_document(location: str, timeout: float) -> Any:
+def _read_document(location: str, backend: DicomJsonBackend) -> Any:
     import orjson
 
     scheme = urlsplit(location).scheme
     if scheme in ("http", "https"):
-        import requests
-
-        try:
-            response = requests.get(location, timeout=timeout)
-        except requests.Timeout as exc:
-            from datasources.errors import BackendTimeoutError
-
-            raise BackendTimeoutError(f"dicomjson: timed out reading {location}") from exc
-        except requests.RequestException as exc:
-            from datasources.errors import ConnectionFailedError
-
-            raise ConnectionFailedError(f"dicomjson: cannot read {location}: {type(exc).__name__}") from exc
-        if response.status_code >= 400:
-            from datasources.errors import HTTPError
-
-            raise HTTPError(response.status_code, location)
-        body = response.content
+        body = backend.http(location).request("GET", location, accept="application/json").content
     else:
         path = Path(location[7:] if scheme == "file" else location)
         try:
@@ -382,14 +387,7 @@ def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> 
     def _read_bulk(bulk_data_uri: str) -> bytes:
         target = backend.resolve(bulk_data_uri)
         if urlsplit(target).scheme in ("http", "https"):
-            import requests
-
-            response = requests.get(target, timeout=float(backend.config.get("timeout", 30)))
-            if response.status_code >= 400:
-                from datasources.errors import HTTPError
-
-                raise HTTPError(response.status_code, target)
-            return response.content
+            return backend.http(target).request("GET", target).content
         path = Path(target[7:] if target.startswith("file://") else target)
         try:
             return path.read_bytes()
@@ -410,7 +408,17 @@ def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> 
         return imageids.image_ids_for_display_set(display_set, image_id_for_instance, first_frame=0)
 
     def get_config() -> dict[str, Any]:
-        return {"dicomUploadEnabled": False, **backend.config}
+        config = {"dicomUploadEnabled": False, **backend.config}
+        if isinstance(config.get("requestOptions"), Mapping):
+            from ..dicomweb.auth import public_auth
+
+            options = dict(config["requestOptions"])
+            if "auth" in options:
+                options["auth"] = public_auth(options["auth"])
+            if isinstance(options.get("headers"), Mapping):
+                options["headers"] = {k: "***" for k in options["headers"]}
+            config["requestOptions"] = options
+        return config
 
     def get_study_instance_uids(
         params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None

@@ -1,20 +1,29 @@
-"""The HTTP side of the dicomweb source: one pooled session, retries, auth, typed errors.
+"""The HTTP side of the dicomweb source: one pooled session, retries, auth, deadlines, typed errors.
 
 - Idempotent requests (GET, HEAD) are retried on 429/502/503/504 and on connection resets,
-  with backoff, honouring ``Retry-After`` (urllib3 ``Retry``); POSTs are never retried.
-- The ``Authorization`` header is added per request and only for the configured roots' origins;
-  a token provider is asked again once after a 401.
-- Every failure is one typed exception with the URL minus its credentials; no secret is ever
-  logged or put in a message.
+  with backoff, honouring ``Retry-After`` (urllib3 ``Retry``) but never past the request's
+  deadline; POSTs are never retried.
+- Every request has a total deadline (``requestOptions.deadline``): a server that drips its
+  answer a byte at a time is cut off. A gzip/deflate body is inflated here, at most
+  ``maxDecompressedBytes``.
+- Credentials come from one ``session.auth`` (:class:`~.auth.SessionAuth`), only for the
+  configured roots' origins; a 401 refreshes a token once and retries once.
+- Redirects are followed here, each hop a request of its own (credentials only for trusted
+  origins); a request with a body is never sent to another origin.
+- A root's query string (``?key=...``) is kept on every request under that root; secret query
+  values are masked in urllib3's log lines and ours.
+- Every failure is one typed exception with the URL minus its credentials.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import threading
+import time
+import zlib
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urljoin
 
 import orjson
 import requests
@@ -25,34 +34,33 @@ from datasources.errors import (
     ConnectionFailedError,
     HTTPError,
     MalformedResponseError,
+    RedirectRefusedError,
     UnsafePathError,
     redact_url,
 )
+from datasources.forwarding import current_authorization
 from datasources.naturalize import paused_gc
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.exceptions import MaxRetryError
 
+from .auth import SessionAuth
 from .config import DicomWebConfig, _origin
+from .transport import DEADLINE, CappedRetry, inflate, read_body
+
+_CappedRetry = CappedRetry  # the name tests and callers knew
 
 __all__ = ["DicomWebClient"]
 
 log = logging.getLogger("datasources.dicomweb")
 
 RETRY_STATUSES = (429, 502, 503, 504)
-
-
-class _CappedRetry(Retry):
-    """urllib3's Retry, but a ``Retry-After`` of an hour is not waited for: at most this long."""
-
-    MAX_RETRY_AFTER = 60.0
-
-    def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, self.MAX_RETRY_AFTER)
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
 
 
 class _Session(requests.Session):
-    """A session that drops every credential, not only ``Authorization``, on a redirect elsewhere."""
+    """A session that drops every credential, not only ``Authorization``, on a redirect elsewhere,
+    and never re-sends a body to another origin (for callers of the ``session`` helper)."""
 
     def __init__(self, is_trusted: Any, secret_headers: tuple[str, ...]) -> None:
         super().__init__()
@@ -60,6 +68,13 @@ class _Session(requests.Session):
         self._secret_headers = secret_headers
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        if prepared_request.body is not None and _origin(prepared_request.url or "") != _origin(
+            response.request.url or ""
+        ):
+            raise RedirectRefusedError(
+                f"{response.request.method} {redact_url(response.request.url or '')} was redirected to another "
+                f"origin ({_origin(prepared_request.url or '')}): the body is not sent there"
+            )
         super().rebuild_auth(prepared_request, response)
         if not self._is_trusted(prepared_request.url or ""):
             for name in ("Authorization", "Proxy-Authorization", "Cookie", *self._secret_headers):
@@ -72,8 +87,12 @@ class DicomWebClient:
     def __init__(self, config: DicomWebConfig, name: str = "dicomweb") -> None:
         self.config = config
         self.name = name
+        self.auth = SessionAuth(config.auth, self.is_trusted, forward=config.forward_authorization)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DicomWebClient({self.name!r}, {self.auth!r})"
 
     @property
     def session(self) -> requests.Session:
@@ -81,7 +100,7 @@ class DicomWebClient:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    retry = _CappedRetry(
+                    retry = CappedRetry(
                         total=self.config.retries,
                         connect=self.config.retries,
                         read=self.config.retries,
@@ -99,6 +118,8 @@ class DicomWebClient:
                     session.mount("http://", adapter)
                     session.mount("https://", adapter)
                     session.headers.update(self.config.headers)
+                    session.headers["Accept-Encoding"] = "gzip, deflate"  # what _read_body inflates, bounded
+                    session.auth = self.auth
                     session.verify = self.config.verify
                     session.trust_env = False  # no proxy or netrc credentials picked up behind our back
                     self._session = session
@@ -114,6 +135,18 @@ class DicomWebClient:
     def is_trusted(self, url: str) -> bool:
         return _origin(url) in self.config.trusted_origins
 
+    def with_root_query(self, url: str) -> str:
+        """``url`` with the query string of the root it lies under (``?key=...``), if that root has one."""
+        for root, query in self.config.root_queries.items():
+            if url == root or url.startswith((f"{root}/", f"{root}?")):
+                base, _, existing = url.partition("?")
+                have = set(existing.split("&")) if existing else set()
+                extra = "&".join(p for p in query.split("&") if p and p not in have)
+                if not extra:
+                    return url
+                return f"{base}?{extra}&{existing}" if existing else f"{base}?{extra}"
+        return url
+
     def request(
         self,
         method: str,
@@ -125,39 +158,62 @@ class DicomWebClient:
         ok: tuple[int, ...] = (200,),
         timeout: float | None = None,
     ) -> requests.Response:
+        """Send one request (following redirects here), read its whole body under the deadline."""
+        deadline = time.monotonic() + self.config.deadline
+        url = self.with_root_query(url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            response = self._hop(method, url, accept, data, content_type, timeout, deadline)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECTS or not location or response.status_code in ok:
+                break
+            target = urljoin(url, location)
+            if data is not None and response.status_code in (307, 308) and _origin(target) != _origin(url):
+                raise RedirectRefusedError(
+                    f"{self.name}: {method} {redact_url(url)} was redirected ({response.status_code}) to another "
+                    f"origin, {_origin(target)}: the body is not sent there"
+                )
+            if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+                method, data, content_type = "GET", None, None
+            log.debug("%s: redirected to %s", self.name, redact_url(target))
+            url = target
+        else:
+            raise ConnectionFailedError(f"{self.name}: {method} {redact_url(url)}: more than {MAX_REDIRECTS} redirects")
+        if response.status_code not in ok:
+            raise self._error(method, url, response)
+        return response
+
+    def _hop(
+        self, method: str, url: str, accept: str | None, data: bytes | None, content_type: str | None,
+        timeout: float | None, deadline: float,
+    ) -> requests.Response:  # fmt: skip
         trusted = self.is_trusted(url)
         if not trusted and self.config.bulk_data_auth == "refuse-others":
             raise UnsafePathError(f"{self.name}: refusing to fetch {redact_url(url)}: not one of the configured roots")
-        headers: dict[str, str] = {}
+        headers: dict[str, Any] = {}
         if accept:
             headers["Accept"] = accept
         if content_type:
             headers["Content-Type"] = content_type
         if not trusted:
             # static headers may carry secrets too: strip them for other origins
-            headers.update({k: None for k in self.config.headers})  # type: ignore[misc]
-        auth = self.config.auth
-        for attempt in (0, 1):
-            if trusted and auth.kind != "none":
-                headers["Authorization"] = auth.header(refresh=attempt == 1) or ""
-            response = self._send(method, url, headers, data, timeout)
-            if response.status_code == 401 and attempt == 0 and trusted and auth.refreshable:
-                log.info("%s: 401 from %s; asking the token provider again", self.name, redact_url(url))
-                response.close()
-                continue
-            break
-        if response.status_code not in ok:
-            raise self._error(method, url, response)
+            headers.update({k: None for k in self.config.headers})
+        response = self._send(method, url, headers, data, timeout, deadline)
+        read_body(response, url, self.name, deadline, self.config.max_decompressed_bytes)
         return response
 
     def _send(
-        self, method: str, url: str, headers: Mapping[str, str], data: bytes | None, timeout: float | None
-    ) -> requests.Response:
+        self, method: str, url: str, headers: Mapping[str, Any], data: bytes | None, timeout: float | None,
+        deadline: float,
+    ) -> requests.Response:  # fmt: skip
         log.debug("%s %s", method, redact_url(url))
+        seconds = timeout or self.config.timeout
+        left = max(0.001, deadline - time.monotonic())
+        token = DEADLINE.set(deadline)
         try:
             return self.session.request(
-                method, url, headers=dict(headers), data=data, timeout=timeout or self.config.timeout
-            )
+                method, url, headers=dict(headers), data=data, timeout=min(seconds, left), stream=True,
+                allow_redirects=False,
+            )  # fmt: skip
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
             raise MalformedResponseError(f"{self.name}: {redact_url(url)}: the answer was cut short") from _scrubbed(
                 exc
@@ -168,18 +224,22 @@ class DicomWebClient:
                     f"{self.name}: {method} {redact_url(url)} failed: {_reason(exc)}"
                 ) from _scrubbed(exc)
             raise BackendTimeoutError(
-                f"{self.name}: {method} {redact_url(url)} timed out after {timeout or self.config.timeout:g}s"
+                f"{self.name}: {method} {redact_url(url)} timed out after {min(seconds, left):g}s"
             ) from _scrubbed(exc)
         except requests.RequestException as exc:
             raise ConnectionFailedError(
                 f"{self.name}: {method} {redact_url(url)} failed: {type(exc).__name__}"
             ) from _scrubbed(exc)
+        finally:
+            DEADLINE.reset(token)
 
     def _error(self, method: str, url: str, response: requests.Response) -> HTTPError:
         detail = _detail(response)
         response.close()
         if response.status_code in (401, 403):
-            return AuthenticationError(response.status_code, url, method, detail)
+            # a forwarding source refused with the client's credentials (or with none of its own): the client's 401
+            forwarded = self.auth.forward and (current_authorization() is not None or self.config.auth.kind == "none")
+            return AuthenticationError(response.status_code, url, method, detail, source=self.name, forwarded=forwarded)
         return HTTPError(response.status_code, url, method, detail)
 
     # -- bodies -------------------------------------------------------------------------------
@@ -187,14 +247,11 @@ class DicomWebClient:
     def get_json(self, url: str, *, ok: tuple[int, ...] = (200, 204)) -> Any:
         """GET a DICOM JSON answer; gzip bodies without ``Content-Encoding`` (static servers) too."""
         response = self.request("GET", url, accept="application/dicom+json, application/json", ok=ok)
-        body = _read(response, url, self.name)
+        body = response.content
         if response.status_code == 204 or not body.strip():
             return []
         if body[:2] == b"\x1f\x8b":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError) as exc:
-                raise MalformedResponseError(f"{self.name}: {redact_url(url)}: broken gzip body: {exc}") from None
+            body = self._gunzip(body, url)
         try:
             with paused_gc():
                 return orjson.loads(body)
@@ -203,26 +260,25 @@ class DicomWebClient:
 
     def get_parts(self, url: str, accept: str) -> list[multipart.Part]:
         response = self.request("GET", url, accept=accept)
-        body = _read(response, url, self.name)
+        body = response.content
         if body[:2] == b"\x1f\x8b" and not response.headers.get("Content-Type", "").startswith("multipart/"):
-            body = gzip.decompress(body)
+            body = self._gunzip(body, url)
         content_type = response.headers.get("Content-Type") or ""
         if not content_type.lower().startswith("multipart/"):
             return [multipart.Part({"content-type": content_type}, body)]  # a single-part answer
         return multipart.parse(body, content_type, error=MalformedResponseError)
 
-
-def _read(response: requests.Response, url: str, name: str) -> bytes:
-    try:
-        return response.content
-    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
-        raise MalformedResponseError(f"{name}: {redact_url(url)}: the answer was cut short") from _scrubbed(exc)
-    except requests.Timeout as exc:
-        raise BackendTimeoutError(f"{name}: {redact_url(url)}: timed out reading the answer") from _scrubbed(exc)
-    except requests.ConnectionError as exc:
-        raise ConnectionFailedError(f"{name}: {redact_url(url)}: connection lost reading the answer") from _scrubbed(
-            exc
-        )
+    def _gunzip(self, body: bytes, url: str) -> bytes:
+        """A gzip body sent without ``Content-Encoding`` (static trees), inflated within the limit."""
+        out = bytearray()
+        decoder = zlib.decompressobj(wbits=31)
+        try:
+            inflate(decoder, body, out, self.config.max_decompressed_bytes, url, self.name)
+        except zlib.error as exc:
+            raise MalformedResponseError(f"{self.name}: {redact_url(url)}: broken gzip body: {exc}") from None
+        if not decoder.eof:
+            raise MalformedResponseError(f"{self.name}: {redact_url(url)}: broken gzip body: it is cut short")
+        return bytes(out)
 
 
 def _detail(response: requests.Response) -> str | None:
@@ -247,7 +303,7 @@ def _is_timeout(exc: BaseException) -> bool:
     """requests reports a read timeout that used up the retries as a ConnectionError."""
     if isinstance(exc, requests.Timeout):
         return True
-    from urllib3.exceptions import MaxRetryError, NewConnectionError
+    from urllib3.exceptions import NewConnectionError
     from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
     reason = exc.args[0] if exc.args else None

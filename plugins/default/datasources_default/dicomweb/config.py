@@ -2,22 +2,24 @@
 
 An OHIF ``dataSources`` entry works as it is. A wrong type is a :class:`ConfigurationError`
 naming the key; an unknown key is a warning naming it (OHIF configs carry UI-only keys). The
-secret in ``requestOptions.auth`` lives in :class:`Auth`, whose ``repr`` never shows it, and
-:meth:`DicomWebConfig.public` masks it for ``get_config()``.
+secret in ``requestOptions.auth`` lives in :class:`~.auth.Credentials`, whose ``repr`` never
+shows it, and :meth:`DicomWebConfig.public` masks it for ``get_config()``. A root's query string
+(``?key=...``) is kept apart and added to every request under that root (client.py).
 """
 
 from __future__ import annotations
 
-import base64
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from datasources.errors import ConfigurationError
+from datasources.errors import ConfigurationError, redact_url
 
-__all__ = ["Auth", "BulkDataConfig", "DicomWebConfig", "MASK"]
+from .auth import Credentials, parse_auth, public_auth
+
+__all__ = ["BulkDataConfig", "DicomWebConfig", "MASK"]
 
 MASK = "***"
 
@@ -72,61 +74,12 @@ _REQUEST_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "maxWorkers": int,
     "queryEncoding": str,
     "bulkDataAuth": str,
+    "deadline": (int, float),
+    "maxDecompressedBytes": int,
+    "forwardAuthorization": bool,
 }
 _RENDERINGS = ("wadors", "wadouri")
 _ENCODINGS = ("minimal", "percent")
-
-
-class Auth:
-    """How requests are authenticated: static, or asked of a token provider (and asked again after a 401)."""
-
-    __slots__ = ("_provider", "_static", "kind")
-
-    def __init__(self, value: Any) -> None:
-        self._provider: Callable[[], str] | None = None
-        self._static: str | None = None
-        if value is None:
-            self.kind = "none"
-        elif callable(value):
-            self.kind = "token provider"
-            self._provider = value
-        elif isinstance(value, Mapping):
-            if "token" in value:
-                self.kind, self._static = "bearer", f"Bearer {value['token']}"
-            elif "username" in value:
-                pair = f"{value['username']}:{value.get('password', '')}"
-                self.kind, self._static = "basic", "Basic " + base64.b64encode(pair.encode()).decode()
-            else:
-                raise ConfigurationError("requestOptions.auth: a mapping needs 'token' or 'username' and 'password'")
-        elif isinstance(value, str):
-            if value.lower().startswith("bearer "):
-                self.kind, self._static = "bearer", "Bearer " + value[7:].strip()
-            elif ":" in value:
-                self.kind, self._static = "basic", "Basic " + base64.b64encode(value.encode()).decode()
-            else:
-                self.kind, self._static = "bearer", f"Bearer {value}"
-        else:
-            raise ConfigurationError(
-                "requestOptions.auth must be 'user:password', a bearer token, a mapping or a callable"
-            )
-
-    def header(self, refresh: bool = False) -> str | None:
-        """The ``Authorization`` value; ``refresh`` asks the token provider again (after a 401)."""
-        if self._provider is not None:
-            if refresh or self._static is None:
-                token = self._provider()
-                if not isinstance(token, str) or not token:
-                    raise ConfigurationError("the token provider returned no token")
-                self._static = token if token.lower().startswith(("bearer ", "basic ")) else f"Bearer {token}"
-            return self._static
-        return self._static
-
-    @property
-    def refreshable(self) -> bool:
-        return self._provider is not None
-
-    def __repr__(self) -> str:
-        return f"Auth({self.kind})"
 
 
 @dataclass(frozen=True)
@@ -165,7 +118,7 @@ class DicomWebConfig:
     omit_quotes: bool
     bulk: BulkDataConfig
     headers: Mapping[str, str] = field(repr=False)
-    auth: Auth
+    auth: Credentials
     timeout: float
     verify: bool | str
     retries: int
@@ -173,6 +126,10 @@ class DicomWebConfig:
     max_workers: int
     query_encoding: str
     bulk_data_auth: str
+    deadline: float = 300.0
+    max_decompressed_bytes: int = 256 << 20
+    forward_authorization: bool = False
+    root_queries: Mapping[str, str] = field(default_factory=dict, repr=False)  # root -> its query string
 
     @property
     def trusted_origins(self) -> frozenset[str]:
@@ -186,10 +143,12 @@ class DicomWebConfig:
         for key, value in self.raw.items():
             if callable(value):
                 continue
-            if key == "requestOptions" and isinstance(value, Mapping):
+            if key in ("qidoRoot", "wadoRoot", "wadoUriRoot", "stowRoot", "wadoUri") and isinstance(value, str):
+                out[key] = redact_url(value)
+            elif key == "requestOptions" and isinstance(value, Mapping):
                 options = {k: v for k, v in value.items() if not callable(v)}
                 if "auth" in value:
-                    options["auth"] = MASK
+                    options["auth"] = public_auth(value["auth"])
                 if isinstance(value.get("headers"), Mapping):
                     options["headers"] = {k: (MASK if _is_secret_header(k) else v) for k, v in value["headers"].items()}
                 out[key] = options
@@ -248,7 +207,7 @@ class DicomWebConfig:
             raise ConfigurationError(
                 "dicomweb: requestOptions.bulkDataAuth must be 'trusted-origins' or 'refuse-others'"
             )
-        for key in ("timeout", "retries", "maxWorkers"):
+        for key in ("timeout", "retries", "maxWorkers", "deadline", "maxDecompressedBytes"):
             if key in options and options[key] is not None and options[key] < (1 if key == "maxWorkers" else 0):
                 raise ConfigurationError(f"dicomweb: requestOptions.{key} must not be {options[key]!r}")
 
@@ -274,6 +233,14 @@ class DicomWebConfig:
         else:
             parts = frozenset()
         accept = conf.get("acceptHeader") or ()
+        timeout = float(options.get("timeout") or 30)
+        verify = options.get("verify", True)
+        name = str(conf.get("name") or conf.get("friendlyName") or "dicomweb")
+        queries = {}
+        for key in ("qidoRoot", "wadoRoot", "stowRoot", "wadoUriRoot"):
+            root, query = _split_root(conf.get(key))
+            if root and query:
+                queries[root] = query
         return cls(
             raw=conf,
             qido_root=qido_root,
@@ -293,14 +260,18 @@ class DicomWebConfig:
             omit_quotes=bool(conf.get("omitQuotationForMultipartRequest")),
             bulk=bulk,
             headers=headers,
-            auth=Auth(options.get("auth")),
-            timeout=float(options.get("timeout") or 30),
-            verify=options.get("verify", True),
+            auth=parse_auth(options.get("auth"), source=name, timeout=timeout, verify=verify),
+            timeout=timeout,
+            verify=verify,
             retries=int(options.get("retries", 3)),
             backoff=float(options.get("backoff", 0.2)),
             max_workers=int(options.get("maxWorkers") or 4),
             query_encoding=encoding,
             bulk_data_auth=bulk_data_auth,
+            deadline=float(options.get("deadline") or max(300.0, timeout)),
+            max_decompressed_bytes=int(options.get("maxDecompressedBytes") or 256 << 20),
+            forward_authorization=bool(options.get("forwardAuthorization", False)),
+            root_queries=queries,
         )
 
 
@@ -313,7 +284,15 @@ def _root(conf: Mapping[str, Any], key: str) -> str | None:
         raise ConfigurationError(f"dicomweb: {key} must be an http(s) URL, not {value!r}")
     if "@" in parts.netloc:
         raise ConfigurationError(f"dicomweb: {key} must not carry credentials; use requestOptions.auth")
-    return value.rstrip("/")
+    return _split_root(value)[0]
+
+
+def _split_root(value: Any) -> tuple[str | None, str]:
+    """A root without its query string (and trailing slash), and that query string."""
+    if not isinstance(value, str) or not value:
+        return None, ""
+    root, _, query = value.partition("?")
+    return root.split("#", 1)[0].rstrip("/"), query.split("#", 1)[0]
 
 
 def _type_names(expected: type | tuple[type, ...]) -> str:

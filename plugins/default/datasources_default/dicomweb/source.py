@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 from datasources.errors import ConfigurationError, HTTPError, InvalidQueryError, NotFoundError, NotSupportedError
+from datasources.forwarding import ContextThreadPoolExecutor
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.naturalize import naturalize_many, paused_gc
@@ -73,7 +74,8 @@ class DicomWebSource:
         if self._executor is None:
             with self._cache_lock:
                 if self._executor is None:
-                    self._executor = ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="dicomweb")
+                    # tasks run in the caller's context: a gateway client's forwarded credentials follow them
+                    self._executor = ContextThreadPoolExecutor(self.config.max_workers, thread_name_prefix="dicomweb")
         return self._executor
 
     @property
