@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .naturalize import VR_MAP_KEY, _key_entry, _number, is_multi_valued
+from .multiplicity import _number, is_multi_valued
+from .naturalize import VR_MAP_KEY, _key_entry
 
 __all__ = ["conform"]
 
