@@ -177,26 +177,20 @@ def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | No
                 raise MalformedResponseError(f"DICOM JSON sequences nested deeper than {MAX_DEPTH} levels (at {tag})")
             out[key] = [_naturalize(item, table, depth + 1) if item else {} for item in value]
         elif len(value) == 1 and key not in special:  # the common case: one value, nothing to convert
-            v = value[0]
-            out[key] = v if v or v.__class__ is not str else None
+            out[key] = value[0]
         elif len(value) == 1:
             v = value[0]
             if vr == "DS":
                 if v.__class__ is not float:
                     v = _number(v, vr)
-            elif vr == "IS":
-                if v.__class__ is not int:
-                    v = _number(v, vr)
-            elif v == "":
-                v = None
+            elif vr == "IS" and v.__class__ is not int:
+                v = _number(v, vr)
             out[key] = [v] if key in multi else v
         elif not value:
             out[key] = None
         elif vr == "DS" or vr == "IS":
             kind = float if vr == "DS" else int
             out[key] = [v if v.__class__ is kind else _number(v, vr) for v in value]
-        elif value[0].__class__ is str and "" in value:
-            out[key] = [v if v != "" else None for v in value]  # an empty value among several is null (F.2.5)
         else:
             out[key] = value
     if vr_map is not None:

@@ -37,7 +37,7 @@ def _scalar_problem(key: str, value: Any, vr: str) -> str | None:
         if not isinstance(value, str):
             return f"{key}: {vr} is a str, not {type(value).__name__} {value!r}"
         if value == "":
-            return f"{key}: an empty value is None, not ''"
+            return None  # an empty string from DICOM JSON is kept as sent (round trip exact)
         if vr == "AT" and not (len(value) == 8 and all(c in "0123456789ABCDEFabcdef" for c in value)):
             return f"{key}: AT is an 8-hex tag string, not {value!r}"
         if vr == "DA" and not (len(value) == 8 and value.isdigit()):
