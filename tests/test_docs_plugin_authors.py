@@ -79,3 +79,28 @@ def test_plugin_authors_guide_runs_as_written(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["['HEAD CODE STROKE']", "2"]
+
+
+def test_the_conformance_kit_section_runs_as_written_on_the_test_extension(tmp_path: Path) -> None:
+    """The kit example: a test file and a pytest command, run exactly; then a broken variant fails."""
+    (code,) = [b for lang, b in blocks() if lang == "python" and b.startswith("# test_my_source_conformance.py")]
+    (command,) = [b.strip() for lang, b in blocks() if lang == "bash" and "test_my_source_conformance.py" in b]
+    (tmp_path / "test_my_source_conformance.py").write_text(code, encoding="utf-8")
+    argv = command.split()
+    assert argv[:3] == ["python", "-m", "pytest"]
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *argv[1:], "-p", "no:cacheprovider"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+
+    good = run()
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "8 passed" in good.stdout
+    # the kit can fail: a study the source does not find under the name it was told is reported
+    (tmp_path / "test_my_source_conformance.py").write_text(
+        code.replace('patient_name="DOE^JANE"', 'patient_name="DOE^JOHN"'), encoding="utf-8"
+    )
+    bad = run()
+    assert bad.returncode == 1 and "test_study_search" in bad.stdout and "DOE^JOHN" in bad.stdout

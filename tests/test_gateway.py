@@ -61,11 +61,6 @@ def value(dataset: dict[str, Any], tag: str) -> Any:
     return (dataset.get(tag, {}).get("Value") or [None])[0]
 
 
-def flat(v: Any) -> Any:
-    """Naturalized form: a one-item list is its item."""
-    return v[0] if isinstance(v, list) and len(v) == 1 else v
-
-
 def parts_of(response: Any) -> list[mp.Part]:
     return mp.parse(response.content, response.headers["content-type"])
 
@@ -106,7 +101,9 @@ def test_studies_are_the_sources_records_as_dicom_json(client: TestClient, sampl
         assert row["00080061"] == {"vr": "CS", "Value": record["ModalitiesInStudy"]}
         back = naturalize(row)
         assert back.pop("RetrieveURL") == f"http://testserver/dicom-web/studies/{record['StudyInstanceUID']}"
-        assert back == {k: flat(v) for k, v in record.items() if k in back or k in ("PatientName", "StudyDate")}
+        assert back == {
+            k: v for k, v in record.items() if k in back or k in ("PatientName", "StudyDate")
+        }  # one value rule
 
 
 def test_query_values_are_percent_decoded_once(client: TestClient) -> None:
@@ -321,8 +318,14 @@ def test_multiframe_native_and_encapsulated_through_the_fallback(tmp_path: Path)
     assert [p.content for p in parts_of(response)] == [expected[0], expected[2]]
     assert 'type="image/dicom-rle"' in response.headers["content-type"]
     assert parts_of(response)[0].content_type == f"image/dicom-rle; transfer-syntax={RLELossless}"
-    plain = 'multipart/related; type="application/octet-stream"'  # uncompressed only, by the standard
-    assert client.get(f"{base}/{rle.SOPInstanceUID}/frames/1", headers={"Accept": plain}).status_code == 406
+    plain = 'multipart/related; type="application/octet-stream"'  # uncompressed, by the standard: decoded
+    decoded = client.get(f"{base}/{rle.SOPInstanceUID}/frames/1,3", headers={"Accept": plain})
+    assert [p.content for p in parts_of(decoded)] == [native.PixelData[:size], native.PixelData[2 * size : 3 * size]]
+    assert parts_of(decoded)[0].content_type == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    jpeg = client.get(
+        f"{base}/{rle.SOPInstanceUID}/frames/1", headers={"Accept": 'multipart/related; type="image/jpeg"'}
+    )
+    assert jpeg.status_code == 406 and "transfer-syntax=*" in jpeg.json()["error"]  # it lists what it can serve
     ohif = client.get(f"{base}/{rle.SOPInstanceUID}/frames/2", headers={"Accept": plain + "; transfer-syntax=*"})
     assert [p.content for p in parts_of(ohif)] == [expected[1]]  # as stored, labelled with its transfer syntax
     assert parts_of(ohif)[0].content_type == f"application/octet-stream; transfer-syntax={RLELossless}"

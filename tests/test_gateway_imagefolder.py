@@ -118,7 +118,7 @@ def test_dicomweb_client_reads_the_folder(chain: tuple[Host, Host, Served, dict[
     (hand,) = client.search_for_studies(search_filters={"PatientName": "ROE^ANN"})
     uid = hand["0020000D"]["Value"][0]
     (metadata,) = client.retrieve_study_metadata(uid)
-    assert metadata["00080060"]["Value"] == ["XC"] and metadata["00280004"]["Value"] == ["RGB"]
+    assert metadata["00080060"]["Value"] == ["XC"] and metadata["00280004"]["Value"] == ["YBR_FULL_422"]
     series, sop = metadata["0020000E"]["Value"][0], metadata["00080018"]["Value"][0]
     assert client.retrieve_instance_frames(uid, series, sop, [1]) == folder.retrieve.frames(uid, series, sop, [1])
     assert client.retrieve_bulkdata(metadata["7FE00010"]["BulkDataURI"]) == folder.retrieve.frames(

@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from datasources import Host, hookimpl
 from datasources.errors import NotSupportedError
+from datasources.transcode import decode_frame
+from datasources.transfer import EXPLICIT_LE, label_of
+from datasources_imagefolder.mapping import JPEG_BASELINE
 from PIL import Image
 
 NAMESPACE = "imagefolder.dataSourcesModule.imagefolder"
@@ -129,10 +133,24 @@ def test_metadata_and_frames_are_the_pixels(folder: tuple[Path, dict[str, Image.
     deep = by_file["images/p1_hand16.png"]
     assert (deep["BitsAllocated"], deep["Rows"], deep["Columns"]) == (16, 12, 10)
     assert ds.retrieve.bulk_data_uri(deep["PixelData"]) == images["images/p1_hand16.png"].tobytes()  # LE 16-bit
-    rgb = by_file["images/p2_skin.jpg"]
-    assert (rgb["SamplesPerPixel"], rgb["PhotometricInterpretation"], rgb["PlanarConfiguration"]) == (3, "RGB", 0)
-    pixels = ds.retrieve.bulk_data_uri(rgb["PixelData"]["BulkDataURI"])
-    assert len(pixels) == 20 * 10 * 3 and pixels == Image.open(root / "images/p2_skin.jpg").convert("RGB").tobytes()
+    rgb = by_file["images/p2_skin.jpg"]  # a baseline JPEG is served as it is: JPEG Baseline, YCbCr
+    assert (rgb["SamplesPerPixel"], rgb["PhotometricInterpretation"], rgb["PlanarConfiguration"]) == (
+        3,
+        "YBR_FULL_422",
+        0,
+    )
+    assert rgb["AvailableTransferSyntaxUID"] == [JPEG_BASELINE]
+    stored = ds.retrieve.bulk_data_uri(rgb["PixelData"]["BulkDataURI"])
+    assert stored == (root / "images/p2_skin.jpg").read_bytes() and label_of(stored) == JPEG_BASELINE
+    (frame,) = ds.retrieve.frames(rgb["StudyInstanceUID"], rgb["SeriesInstanceUID"], rgb["SOPInstanceUID"], [1])
+    assert frame == stored and label_of(frame) == JPEG_BASELINE
+    decoded = decode_frame(frame, rgb, JPEG_BASELINE).astype(int)  # pydicom's decoders, as a viewer decodes it
+    reference = np.asarray(Image.open(root / "images/p2_skin.jpg").convert("RGB"), dtype=int)
+    assert decoded.shape == (10, 20, 3) and np.abs(decoded - reference).max() <= 2  # two IDCTs, rounding apart
+    assert (
+        label_of(ds.retrieve.frames(gray["StudyInstanceUID"], gray["SeriesInstanceUID"], gray["SOPInstanceUID"], 1)[0])
+        == EXPLICIT_LE
+    )
     assert ds.get_image_ids_for_instance(gray) == gray["imageId"]
     assert host.metadata_store.get_instance_by_image_id(gray["imageId"])["SOPInstanceUID"] == gray["SOPInstanceUID"]
 

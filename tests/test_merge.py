@@ -289,7 +289,7 @@ def test_members_are_searched_concurrently(extra: Extra) -> None:
 def test_series_are_tagged_with_the_member_they_come_from(host: Host, extra: Extra) -> None:
     ds = host.get_data_source("merged")
     rows = ds.query.series.search(extra.shared_study)
-    tags = {r["SeriesInstanceUID"]: r[TAG] for r in rows}
+    tags = {r["SeriesInstanceUID"]: r[TAG][0] for r in rows}
     assert tags == {extra.shared_series: "sample", extra.sample_only_series: "sample", extra.new_series: "extra"}
     shared = next(r for r in rows if r["SeriesInstanceUID"] == extra.shared_series)
     assert shared["SeriesDescription"] != "extra's copy of a shared series"
@@ -297,7 +297,7 @@ def test_series_are_tagged_with_the_member_they_come_from(host: Host, extra: Ext
     assert ds.helpers.source_of(extra.new_series) == "extra"
     # a study only one member holds: the other answers "not here", which is no failure
     only = ds.query.series.search(extra.new_study)
-    assert only.failures == {} and [(r["SeriesInstanceUID"], r[TAG]) for r in only] == [
+    assert only.failures == {} and [(r["SeriesInstanceUID"], r[TAG][0]) for r in only] == [
         (extra.new_study_series, "extra")
     ]
     # the members' own records are not changed by the tagging
@@ -323,7 +323,7 @@ def test_series_metadata_loads_each_series_from_its_winner(host: Host, extra: Ex
     loaded = ds.retrieve.series.metadata(extra.shared_study)
     assert isinstance(loaded, MergedMapping) and loaded.failures == {}
     assert set(loaded) == {extra.shared_series, extra.sample_only_series, extra.new_series}
-    assert loaded[extra.new_series][TAG] == "extra"
+    assert loaded[extra.new_series][TAG][0] == "extra"
 
     sample_calls = host.get_data_source("sample").helpers.calls("retrieve.series.metadata")
     extra_calls = host.get_data_source("extra").helpers.calls("retrieve.series.metadata")
@@ -334,9 +334,9 @@ def test_series_metadata_loads_each_series_from_its_winner(host: Host, extra: Ex
     study = store.get_study(extra.shared_study)
     assert study is not None and study["isLoaded"]
     shared = store.get_series(extra.shared_study, extra.shared_series)
-    assert shared[TAG] == "sample" and len(shared["instances"]) == extra.sample_shared_instances
+    assert shared[TAG][0] == "sample" and len(shared["instances"]) == extra.sample_shared_instances
     new = store.get_series(extra.shared_study, extra.new_series)
-    assert new[TAG] == "extra"
+    assert new[TAG][0] == "extra"
     assert {i["url"] for i in new["instances"]} == {"dicomweb:files/c1.dcm", "dicomweb:files/c2.dcm"}
 
 
@@ -355,16 +355,16 @@ def test_series_load_tasks_run_when_started(host: Host, extra: Extra) -> None:
     ds = host.get_data_source("merged")
     tasks = ds.retrieve.series.metadata(extra.shared_study, return_tasks=True)
     assert isinstance(tasks, MergedResults) and all(isinstance(t, SeriesLoadTask) for t in tasks)
-    assert {t.metadata["SeriesInstanceUID"]: t.metadata[TAG] for t in tasks} == {
+    assert {t.metadata["SeriesInstanceUID"]: t.metadata[TAG][0] for t in tasks} == {
         extra.shared_series: "sample",
         extra.sample_only_series: "sample",
         extra.new_series: "extra",
     }
     assert host.metadata_store.get_series(extra.shared_study, extra.new_series) is None  # nothing loaded yet
     new = next(t for t in tasks if t.metadata["SeriesInstanceUID"] == extra.new_series)
-    assert new.start().result(timeout=30)[TAG] == "extra"
+    assert new.start().result(timeout=30)[TAG][0] == "extra"
     series = host.metadata_store.get_series(extra.shared_study, extra.new_series)
-    assert series[TAG] == "extra" and len(series["instances"]) == 2
+    assert series[TAG][0] == "extra" and len(series["instances"]) == 2
     assert host.metadata_store.get_series(extra.shared_study, extra.shared_series) is None  # still not started
 
 
@@ -626,11 +626,11 @@ def test_a_merge_of_merges(extra: Extra) -> None:
     )
     ds = h.get_data_source("outer")
     rows = ds.query.series.search(extra.shared_study)
-    assert {r["SeriesInstanceUID"]: r[TAG] for r in rows}[extra.new_series] == "inner"
+    assert {r["SeriesInstanceUID"]: r[TAG][0] for r in rows}[extra.new_series] == "inner"
     loaded = ds.retrieve.series.metadata(extra.shared_study, series_instance_uids=[extra.new_series])
-    assert loaded[extra.new_series][TAG] == "inner"
+    assert loaded[extra.new_series][TAG][0] == "inner"
     # the inner merge tags it with its member ('extra'), then the outer one with its own ('inner')
-    assert h.metadata_store.get_series(extra.shared_study, extra.new_series)[TAG] == "inner"
+    assert h.metadata_store.get_series(extra.shared_study, extra.new_series)[TAG][0] == "inner"
 
 
 @pytest.mark.parametrize(
@@ -686,7 +686,7 @@ def test_cli_studies_and_series_on_a_merge_source(extra: Extra, tmp_path: Path) 
         timeout=60,
     )
     assert series.returncode == 0, series.stderr
-    assert {r["SeriesInstanceUID"]: r[TAG] for r in json.loads(series.stdout)}[extra.new_series] == "extra"
+    assert {r["SeriesInstanceUID"]: r[TAG][0] for r in json.loads(series.stdout)}[extra.new_series] == "extra"
     metadata = subprocess.run(
         [exe, "metadata", extra.shared_study, "-c", str(config), "-s", "merged", "--json"],
         capture_output=True,
@@ -695,7 +695,7 @@ def test_cli_studies_and_series_on_a_merge_source(extra: Extra, tmp_path: Path) 
     )
     assert metadata.returncode == 0, metadata.stderr
     shown = {s["SeriesInstanceUID"]: s for s in json.loads(metadata.stdout)["series"]}
-    assert shown[extra.new_series][TAG] == "extra" and len(shown[extra.new_series]["instances"]) == 2
+    assert shown[extra.new_series][TAG][0] == "extra" and len(shown[extra.new_series]["instances"]) == 2
 
 
 # -- docs/sources/merge.md, run as written -------------------------------------------------
@@ -735,7 +735,7 @@ def test_the_page_runs_as_written(tmp_path: Path) -> None:
     assert "Studies in merged (7)" in everything.stdout and "NEW^PATIENT" in everything.stdout
     assert "COPY^OF^SAMPLE" not in everything.stdout  # the sample's copy wins
     assert "Studies in merged (1)" in copies.stdout and "COPY^OF^SAMPLE" in copies.stdout
-    assert sorted(r[TAG] for r in json.loads(series.stdout)) == ["more", "sample", "sample"]
+    assert sorted(r[TAG][0] for r in json.loads(series.stdout)) == ["more", "sample", "sample"]
     assert "Studies in partial (6)" in partial.stdout and "'gone'" in partial.stderr
 
     (tmp_path / "api.py").write_text(api, encoding="utf-8")
@@ -814,7 +814,7 @@ def test_a_pacs_and_a_local_file_merged(orthanc_dataset: Any, tmp_path: Path) ->
     lee = next(r for r in studies if r["StudyInstanceUID"] == spec.study_uid)
     assert lee["PatientName"]["Alphabetic"] == "LEE^ANNA^K"  # the PACS is listed first
 
-    series = {r["SeriesInstanceUID"]: r[TAG] for r in ds.query.series.search(spec.study_uid)}
+    series = {r["SeriesInstanceUID"]: r[TAG][0] for r in ds.query.series.search(spec.study_uid)}
     own_series = local["own"].SeriesInstanceUID
     assert series == {spec.series_uid(0): "pacs", spec.series_uid(1): "pacs", own_series: "local"}
 
@@ -891,17 +891,17 @@ def test_lazy_tasks_from_a_lazy_pacs_and_an_eager_file(orthanc_dataset: Any, tmp
     tasks = ds.retrieve.series.metadata(spec.study_uid, return_tasks=True)
     by_series = {t.metadata["SeriesInstanceUID"]: t for t in tasks}
     own_series = local["own"].SeriesInstanceUID
-    assert {uid: t.metadata[TAG] for uid, t in by_series.items()} == {
+    assert {uid: t.metadata[TAG][0] for uid, t in by_series.items()} == {
         spec.series_uid(0): "pacs",
         spec.series_uid(1): "pacs",
         own_series: "local",
     }
     assert not any(t.started for t in tasks)
     results = [t.start() for t in tasks]
-    assert {r.result(timeout=30)[TAG] for r in results} == {"pacs", "local"}
+    assert {r.result(timeout=30)[TAG][0] for r in results} == {"pacs", "local"}
     store = h.metadata_store
     for uid, task in by_series.items():
         series = store.get_series(spec.study_uid, uid)
-        assert series[TAG] == task.metadata[TAG] and series["instances"]
+        assert series[TAG][0] == task.metadata[TAG][0] and series["instances"]
     assert len(store.get_series(spec.study_uid, spec.series_uid(0))["instances"]) == spec.n_instances
     ds.helpers.close()

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from .errors import DatasetError, DataSourcesError, PayloadTooLargeError
+from .transfer import Frame, labelled
 
 __all__ = ["Part", "build", "media_params", "parse", "split_media_type"]
 
@@ -29,6 +30,21 @@ class Part:
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        """What the part says its bytes are (PS3.18 8.7.3.5): its ``transfer-syntax=`` parameter,
+        else Explicit VR Little Endian for ``application/octet-stream`` (the standard's default);
+        None for a compressed media type that does not name its transfer syntax."""
+        media, params = split_media_type(self.content_type)
+        given = params.get("transfer-syntax")
+        if given and given != "*":
+            return given
+        return "1.2.840.10008.1.2.1" if media == "application/octet-stream" else None
+
+    def frame(self) -> Frame:
+        """The part's bytes, labelled with its transfer syntax (native ones as Explicit VR LE)."""
+        return labelled(self.content, self.transfer_syntax)
 
     def __repr__(self) -> str:
         return f"Part({self.content_type!r}, {len(self.content)} bytes)"

@@ -4,8 +4,11 @@ This is the hot path of every metadata retrieve, so the tag tables are built onc
 pydicom's data dictionary and the per-element work is a dict look-up and an assignment: no
 pydicom objects, no per-element allocation beyond the output value.
 
-Rules: keywords for known tags; private and unknown tags keep their 8-hex tag; a one-item
-``Value`` is unwrapped, several stay a list, none gives ``None``; PN stays ``{"Alphabetic": ...}``;
+Rules (the value contract, docs/contracts.md): keywords for known tags; private and unknown tags
+keep their 8-hex tag; an attribute whose dictionary VM is 1 is a scalar, one that may hold
+several values (VM ``1-n``, ``2``, ``3``...) is always a list, even of one (so
+``ModalitiesInStudy`` is ``["CT"]`` from every source); a tag the dictionary does not know
+unwraps one value; no ``Value`` gives ``None``; PN stays ``{"Alphabetic": ...}``;
 sequences are always lists of naturalized datasets; ``BulkDataURI``/``InlineBinary`` stay as
 references; the VR of any element whose VR is not the dictionary's single VR is kept in
 ``_vrMap`` so that :func:`denaturalize` gives back exactly what came in.
@@ -21,6 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .errors import DatasetError, MalformedResponseError
+from .multiplicity import _MULTI, _SPECIAL, _multi_keys, _number, is_multi_valued
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VR_MAP_KEY",
+    "is_multi_valued",
     "denaturalize",
     "from_pydicom",
     "cache_sizes",
@@ -139,6 +144,8 @@ def vr_for_tag(tag: str | int) -> str | None:
 
 
 def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | None]], depth: int = 0) -> dict[str, Any]:
+    multi = _MULTI or _multi_keys()
+    special = _SPECIAL
     out: dict[str, Any] = {}
     vr_map: dict[str, str] | None = None
     for tag, element in dataset.items():
@@ -169,8 +176,21 @@ def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | No
             if depth >= MAX_DEPTH:
                 raise MalformedResponseError(f"DICOM JSON sequences nested deeper than {MAX_DEPTH} levels (at {tag})")
             out[key] = [_naturalize(item, table, depth + 1) if item else {} for item in value]
-        elif len(value) == 1:
+        elif len(value) == 1 and key not in special:  # the common case: one value, nothing to convert
             out[key] = value[0]
+        elif len(value) == 1:
+            v = value[0]
+            if vr == "DS":
+                if v.__class__ is not float:
+                    v = _number(v, vr)
+            elif vr == "IS" and v.__class__ is not int:
+                v = _number(v, vr)
+            out[key] = [v] if key in multi else v
+        elif not value:
+            out[key] = None
+        elif vr == "DS" or vr == "IS":
+            kind = float if vr == "DS" else int
+            out[key] = [v if v.__class__ is kind else _number(v, vr) for v in value]
         else:
             out[key] = value
     if vr_map is not None:

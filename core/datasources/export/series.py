@@ -83,7 +83,8 @@ class _Writer:
             self.bytes += len(data)
 
     def instance(self, instance: Mapping[str, Any], plan: InstancePlan) -> None:
-        from ..gateway.frames import part_media_type
+        from ..gateway.frames import guess_native, transfer_syntax_of
+        from ..transfer import label_of
 
         if plan.has_pixels:
             for start in range(1, plan.frames + 1, FRAMES_PER_CALL):
@@ -93,7 +94,8 @@ class _Writer:
                     self._put(frame_path(self.study, self.series, plan.sop, number), frame)
                     if number == 1:
                         if plan.transfer_syntax is None:
-                            ts = part_media_type(frame, instance)[1]
+                            # the frame's own label, else the metadata's, else native by its size
+                            ts = label_of(frame) or transfer_syntax_of(instance) or guess_native(frame, instance)
                             if ts:
                                 with self.lock:
                                     self.learned_ts[plan.sop] = ts

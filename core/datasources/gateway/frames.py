@@ -15,6 +15,16 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import MalformedResponseError, NotFoundError, NotSupportedError
+from ..transfer import (
+    BIG_ENDIAN,
+    EXPLICIT_LE,
+    MEDIA_FOR_TS,
+    Frame,
+    label_of,
+    labelled,
+    metadata_transfer_syntax,
+    swap_bytes,
+)
 
 __all__ = [
     "EXPLICIT_LE",
@@ -23,32 +33,12 @@ __all__ = [
     "frame_count",
     "frame_size",
     "is_encapsulated",
-    "part_media_type",
+    "guess_native",
+    "transfer_syntax_of",
     "source_frames",
     "split_pixel_data",
 ]
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_NATIVE = frozenset({"1.2.840.10008.1.2", EXPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
-
-#: Transfer syntax -> the media type WADO-RS names its frames with (PS3.18 Table 8.7.3-2).
-MEDIA_FOR_TS: dict[str, str] = {
-    EXPLICIT_LE: "application/octet-stream",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-}
 _ITEM_TAG = b"\xfe\xff\x00\xe0"
 
 
@@ -104,28 +94,13 @@ def split_pixel_data(data: bytes, meta: Mapping[str, Any]) -> list[bytes]:
 
 def transfer_syntax_of(meta: Mapping[str, Any]) -> str | None:
     """The transfer syntax an instance's metadata names, if any."""
-    for key in ("TransferSyntaxUID", "AvailableTransferSyntaxUID"):
-        value = meta.get(key)
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if isinstance(value, str) and value:
-            return value
-    return None
+    return metadata_transfer_syntax(meta)
 
 
-def part_media_type(frame: bytes, meta: Mapping[str, Any]) -> tuple[str, str | None]:
-    """``(media type, transfer syntax or None)`` of a frame as stored."""
+def guess_native(frame: bytes, meta: Mapping[str, Any]) -> str | None:
+    """Explicit VR LE when an unlabelled frame has exactly a native frame's size, else None."""
     size = frame_size(meta)
-    ts = transfer_syntax_of(meta)
-    if ts in _NATIVE or (size is not None and len(frame) in (size, size + 1) and ts not in MEDIA_FOR_TS):
-        return "application/octet-stream", EXPLICIT_LE
-    if ts in MEDIA_FOR_TS:
-        return MEDIA_FOR_TS[ts], ts
-    if frame[:2] == b"\xff\xd8":
-        return "image/jpeg", None
-    if frame[:4] == b"\xff\x4f\xff\x51" or frame[4:8] == b"jP  ":
-        return "image/jp2", None
-    return "application/octet-stream", None
+    return EXPLICIT_LE if size is not None and len(frame) in (size, size + 1) else None
 
 
 @lru_cache(maxsize=64)
@@ -151,7 +126,7 @@ def call_bulk_data_uri(data_source: Any, uri: str, **context: Any) -> bytes:
     data = func(uri, **kwargs)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedResponseError(f"retrieve.bulk_data_uri gave {type(data).__name__}, not bytes")
-    return bytes(data)
+    return data if isinstance(data, Frame) else bytes(data)  # a Frame keeps its transfer syntax
 
 
 def frames_reader(data_source: Any) -> Callable[..., list[bytes]] | None:
@@ -183,7 +158,7 @@ def source_frames(
                 raise MalformedResponseError(f"retrieve.frames gave {type(frames).__name__}, not a list of frames")
             if len(frames) != len(numbers):
                 raise MalformedResponseError(f"retrieve.frames gave {len(frames)} frames for {len(numbers)} asked")
-            return [bytes(f) for f in frames]
+            return [f if isinstance(f, Frame) else bytes(f) for f in frames]
     meta = instance()
     count = frame_count(meta)
     bad = [n for n in numbers if n > count]
@@ -203,8 +178,14 @@ def source_frames(
             series_instance_uid=series,
         )
     elif isinstance(value, bytes | bytearray):
-        data = bytes(value)
+        data = value
     else:
         raise NotFoundError(f"instance {sop} has no pixel data")
     frames = split_pixel_data(data, meta)
-    return [frames[n - 1] for n in numbers]
+    ts = label_of(data) or transfer_syntax_of(meta)
+    if ts is None and not is_encapsulated(data):
+        ts = EXPLICIT_LE  # native pixel data cut by size
+    bits = _int(meta, "BitsAllocated", 16) or 16
+    if ts == BIG_ENDIAN and bits > 8:
+        return [Frame(swap_bytes(frames[n - 1], bits // 8), EXPLICIT_LE) for n in numbers]
+    return [labelled(frames[n - 1], ts) for n in numbers]

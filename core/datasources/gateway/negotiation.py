@@ -1,11 +1,21 @@
 """Content negotiation of the gateway: what an Accept header allows, and how an answer is labelled.
 
-The gateway does not transcode: frames are sent as stored, labelled with their transfer
-syntax, and an Accept header that allows none of what is stored is a 406.
+Frames and bulk data follow PS3.18 8.7.3 (``q`` values honoured). For pixel data stored in
+transfer syntax *S*:
+
+- ``multipart/related; type="application/octet-stream"; transfer-syntax=*`` (what OHIF sends),
+  ``*/*`` or no ``Accept``: the frames as stored, each part labelled with *S*;
+- ``type="application/octet-stream"`` without a transfer syntax, or with Explicit VR Little
+  Endian: native pixels: as stored when *S* is native, else decoded (when a decoder for *S* is
+  installed, :mod:`datasources.transcode`);
+- ``type="image/jp2"`` (``image/jpeg``, ``image/jls``, ``image/jphc``, ``image/dicom-rle``...),
+  or that single-part type for one frame: as stored when *S* is of that media type;
+- anything else: :class:`NotAcceptable` (a 406 naming what can be served).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -14,9 +24,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import multipart
-from .frames import EXPLICIT_LE
+from ..transfer import EXPLICIT_LE, IMPLICIT_LE, NATIVE, media_type_of
 
-__all__ = ["DICOM_JSON", "Negotiated", "accepts", "dicom_json", "image_type", "negotiate", "part_type", "require_json"]
+__all__ = [
+    "DICOM_JSON",
+    "Choice",
+    "NotAcceptable",
+    "accepts",
+    "dicom_json",
+    "image_type",
+    "negotiate",
+    "offers",
+    "require_json",
+]
 
 DICOM_JSON = "application/dicom+json"
 
@@ -58,54 +78,113 @@ def image_type(request: Request) -> str:
     return "image/png"
 
 
-class Negotiated:
-    __slots__ = ("multipart", "type")
-
-    def __init__(self, multipart: bool, media_type: str) -> None:
-        self.multipart = multipart
-        self.type = media_type  # what the parts (or the single body) are labelled
-
-
 _ANY = frozenset({"*", "*/*"})
+_OCTET = "application/octet-stream"
 
 
-def negotiate(request: Request, media: str, ts: str | None, count: int) -> Negotiated:
-    """Multipart or one part, and the label, for frames / bulk data of ``media`` stored as ``ts``.
+class Choice:
+    """What to send: several parts or one body, the media type and transfer syntax of the bytes,
+    and whether they must be decoded to native first."""
 
-    ``type="application/octet-stream"`` takes native pixels; with ``transfer-syntax=*`` (what
-    OHIF sends) or the stored transfer syntax it also takes compressed ones, labelled with
-    their transfer syntax, as PACS answer it. Without either it means uncompressed only, and
-    compressed frames are a 406: the gateway does not transcode.
-    """
-    header = request.headers.get("accept")
-    if not header:
-        return Negotiated(True, media)
-    native = media == "application/octet-stream" and ts in (None, EXPLICIT_LE)
-    for item in header.split(","):
+    __slots__ = ("media_type", "multipart", "transcode", "transfer_syntax")
+
+    def __init__(self, multipart: bool, media_type: str, transfer_syntax: str | None, transcode: bool = False) -> None:
+        self.multipart = multipart
+        self.media_type = media_type
+        self.transfer_syntax = transfer_syntax
+        self.transcode = transcode
+
+    @property
+    def part_type(self) -> str:
+        """The Content-Type of each part (or of the single body)."""
+        ts = self.transfer_syntax
+        return f"{self.media_type}; transfer-syntax={ts}" if ts else self.media_type
+
+    def content_type(self, boundary: str) -> str:
+        if not self.multipart:
+            return self.part_type
+        value = f'multipart/related; type="{self.media_type}"; boundary={boundary}'
+        return value + (f"; transfer-syntax={self.transfer_syntax}" if self.transfer_syntax else "")
+
+    def __repr__(self) -> str:
+        kind = "multipart" if self.multipart else "single"
+        return f"Choice({kind}, {self.part_type!r}, transcode={self.transcode})"
+
+
+class NotAcceptable(Exception):
+    """Nothing in the Accept header can be served; ``offers`` is what could be."""
+
+    def __init__(self, message: str, offers: Sequence[str]) -> None:
+        super().__init__(message)
+        self.offers = list(offers)
+
+
+def offers(stored: str | None, can_transcode: bool) -> list[str]:
+    """The Accept values the gateway can honour for pixel data stored as ``stored``."""
+    media = media_type_of(stored)
+    out = [f'multipart/related; type="{_OCTET}"; transfer-syntax=*']
+    if stored is not None and stored not in NATIVE:
+        out.append(f'multipart/related; type="{media}"; transfer-syntax={stored}')
+        out.append(f'multipart/related; type="{_OCTET}"; transfer-syntax={stored}')
+    if stored is None or stored in NATIVE or can_transcode:
+        out.append(f'multipart/related; type="{_OCTET}"; transfer-syntax={EXPLICIT_LE}')
+    return out
+
+
+def _items(header: str) -> list[tuple[str, dict[str, str]]]:
+    """Accept items, highest ``q`` first (stable), ``q=0`` ones left out."""
+    ranked = []
+    for position, item in enumerate(header.split(",")):
+        if not item.strip():
+            continue
         kind, params = multipart.split_media_type(item)
+        try:
+            q = float(params.pop("q", "1") or 1)
+        except ValueError:
+            q = 1.0
+        if q > 0:
+            ranked.append((-q, position, kind, params))
+    ranked.sort()
+    return [(kind, params) for _, _, kind, params in ranked]
+
+
+def negotiate(header: str | None, stored: str | None, count: int, *, can_transcode: bool = False) -> Choice:
+    """The :class:`Choice` for ``count`` frames stored as ``stored`` (None: unknown, sent as is)."""
+    media = media_type_of(stored)
+    native = stored is None or stored in NATIVE
+    label = EXPLICIT_LE if stored in NATIVE else stored
+    as_stored = lambda several, kind=media: Choice(several, kind, label)  # noqa: E731
+    if not header or not header.strip():
+        return as_stored(True)
+    for kind, params in _items(header):
         if kind in _ANY or kind == "multipart/*":
-            return Negotiated(True, media)
+            return as_stored(True)
         if kind == "multipart/related":
-            several, part = True, params.get("type", "application/octet-stream").lower()
+            several, part = True, params.get("type", _OCTET).lower()
         elif count == 1:
             several, part = False, kind
         else:
+            continue  # several frames need a multipart answer
+        wanted = params.get("transfer-syntax")
+        if part in _ANY or part == "image/*":
+            return as_stored(several)
+        if part == _OCTET:
+            if wanted == "*" or (wanted is not None and wanted == stored):
+                return as_stored(several, _OCTET)
+            if wanted in (None, EXPLICIT_LE, IMPLICIT_LE):
+                if native:
+                    return Choice(several, _OCTET, EXPLICIT_LE if stored else None)
+                if can_transcode:
+                    return Choice(several, _OCTET, EXPLICIT_LE, transcode=True)
             continue
-        wanted_ts = params.get("transfer-syntax")
-        if part in _ANY:
-            return Negotiated(several, media)
-        if part == "application/octet-stream" and (native or wanted_ts == "*" or (ts and wanted_ts == ts)):
-            return Negotiated(several, "application/octet-stream")
-        if part == media and (wanted_ts in (None, "*") or wanted_ts == ts):
-            return Negotiated(several, media)
-    raise HTTPException(
-        406,
-        f"the frames are {media}" + (f" (transfer syntax {ts})" if ts else "") + "; ask for "
-        f'multipart/related; type="{media}"'
-        + ("" if native else ' or type="application/octet-stream"; transfer-syntax=*'),
+        if not native and part == media and (wanted in (None, "*") or wanted == stored):
+            return as_stored(several)
+    can = offers(stored, can_transcode)
+    raise NotAcceptable(
+        f"the frames are stored as {media}"
+        + (f" (transfer syntax {stored})" if stored else "")
+        + ("" if native or can_transcode else "; no decoder for it is installed")
+        + "; acceptable: "
+        + ", ".join(can),
+        can,
     )
-
-
-def part_type(media: str, ts: str | None) -> str:
-    """A part's Content-Type: ``media`` with its transfer syntax when it has one."""
-    return f"{media}; transfer-syntax={ts}" if ts else media

@@ -8,6 +8,7 @@ walked study by study for an unscoped series or instance search.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -141,6 +142,8 @@ async def _qido(request: Request, level: str, study: str | None = None, series: 
                 note(cache="redis")
                 return cached
         rows = _search(data_source, query, study, series)
+        if level == "study":
+            rows = [complete_study(data_source, row) for row in rows]
         keys = None if "all" in query.includefield else _keys(query, study is not None, series is not None)
         body = orjson.dumps([_qido_row(row, query.level, keys, root, study, series) for row in rows])
         if shared is not None:
@@ -149,6 +152,43 @@ async def _qido(request: Request, level: str, study: str | None = None, series: 
         return body
 
     return Response(await run_in_threadpool(work), media_type=DICOM_JSON)
+
+
+def complete_study(data_source: DataSource, row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a viewer needs to list a study: ModalitiesInStudy (from the series when the source
+    leaves it empty: an empty one makes a worklist hide the study), the series and instance
+    counts; StudyTime and AccessionNumber only when known."""
+    record = {k: v for k, v in row.items() if not (k in ("StudyTime", "AccessionNumber") and v in (None, ""))}
+    needs = (
+        not record.get("ModalitiesInStudy")
+        or record.get("NumberOfStudyRelatedSeries") is None
+        or record.get("NumberOfStudyRelatedInstances") is None
+    )
+    uid = record.get("StudyInstanceUID")
+    if not needs or not uid:
+        return record
+    try:
+        series = data_source.query.series.search(uid)
+    except (NotFoundError, NotSupportedError):
+        series = []
+    if not record.get("ModalitiesInStudy"):
+        found = [m for m in dict.fromkeys(r.get("Modality") for r in series) if isinstance(m, str) and m]
+        if found:
+            record["ModalitiesInStudy"] = found
+        else:
+            record.pop("ModalitiesInStudy", None)
+    if record.get("NumberOfStudyRelatedSeries") is None and series:
+        record["NumberOfStudyRelatedSeries"] = len(series)
+    if record.get("NumberOfStudyRelatedInstances") is None and series:
+        counts = [r.get("NumberOfSeriesRelatedInstances") for r in series]
+        if all(isinstance(c, int) for c in counts):
+            record["NumberOfStudyRelatedInstances"] = sum(counts)  # type: ignore[arg-type]
+        else:
+            with contextlib.suppress(NotFoundError, NotSupportedError, KeyError):
+                record["NumberOfStudyRelatedInstances"] = sum(
+                    len(data_source.query.instances.search(uid, r["SeriesInstanceUID"])) for r in series
+                )
+    return record
 
 
 def _keys(query: SearchQuery, study: bool, series: bool) -> frozenset[str]:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import NotSupportedError
+from ..transcode import can_decode, to_native
+from ..transfer import NATIVE, label_of
 from .frames import frame_size
 
 __all__ = ["render_frame"]
@@ -77,6 +79,14 @@ def _native_image(frame: bytes, meta: Mapping[str, Any], auto_window: bool) -> A
     return Image.fromarray(np.ascontiguousarray(scaled.astype("u1")), "L")
 
 
+def _samples(meta: Mapping[str, Any]) -> int:
+    value = meta.get("SamplesPerPixel")
+    try:
+        return int(value[0] if isinstance(value, list) else value or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
 def render_frame(
     frame: bytes,
     meta: Mapping[str, Any],
@@ -92,6 +102,11 @@ def render_frame(
     this frame black.
     """
     _, Image = _modules()
+    ts = label_of(frame)
+    if ts is not None and ts not in NATIVE and can_decode(ts):  # decoded as pydicom does: colour as RGB
+        frame = to_native(frame, meta, ts)
+        if _samples(meta) > 1:
+            meta = {**meta, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0}
     size = frame_size(meta)
     if size is not None and len(frame) in (size, size + 1):
         image = _native_image(frame[:size], meta, auto_window)

@@ -11,14 +11,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import multipart
 from ..errors import InvalidQueryError, NotFoundError
 from ..naturalize import is_tag, keyword_for_tag
-from .frames import call_bulk_data_uri, frame_count, part_media_type, source_frames
-from .negotiation import image_type, negotiate, part_type
+from ..transcode import can_decode, to_native
+from ..transfer import NATIVE, label_of
+from .frames import call_bulk_data_uri, frame_count, guess_native, source_frames, transfer_syntax_of
+from .negotiation import Choice, NotAcceptable, image_type, negotiate
 from .render import render_frame
 from .state import source_context
 
@@ -57,26 +60,37 @@ async def frames(request: Request) -> Response:
     gateway, name, data_source, _ = source_context(request)
     study, series, sop = (request.path_params[k] for k in ("study", "series", "sop"))
     numbers = _frame_numbers(request.path_params["frames"])
+    header = request.headers.get("accept")
 
-    def work() -> tuple[list[bytes], Mapping[str, Any]]:
+    def work() -> tuple[Choice, list[bytes]]:
         meta = gateway.cached_instance(name, study, series, sop)
         if meta is not None and max(numbers) > frame_count(meta):
             raise NotFoundError(f"instance {sop} has {frame_count(meta)} frame(s), counted from 1: not {numbers}")
         loader = lambda: gateway.instance(name, data_source, study, series, sop)  # noqa: E731
         frames = source_frames(data_source, study, series, sop, numbers, loader)
-        return frames, meta or gateway.cached_instance(name, study, series, sop) or {}
+        ts = label_of(frames[0])
+        fresh = None
+        if ts is None:  # the source did not say: ask it (its metadata, loaded again if expired)
+            fresh = loader()
+            ts = transfer_syntax_of(fresh) or guess_native(frames[0], fresh)
+        chosen = _choose(header, ts, len(frames))
+        if chosen.transcode:
+            meta = fresh or loader()
+            frames = [to_native(frame, meta, ts) for frame in frames]
+        return chosen, frames
 
-    frames, meta = await run_in_threadpool(work)
-    media, ts = part_media_type(frames[0], meta) if frames else ("application/octet-stream", None)
-    chosen = negotiate(request, media, ts, len(frames))
-    label = part_type(chosen.type, ts)
+    chosen, frames = await run_in_threadpool(work)
     if not chosen.multipart:
-        return Response(frames[0], media_type=label)
-    body, boundary = multipart.build([(f, label) for f in frames])
-    content_type = f'multipart/related; type="{chosen.type}"; boundary={boundary}'
-    if ts:
-        content_type += f"; transfer-syntax={ts}"
-    return Response(body, headers={"Content-Type": content_type})
+        return Response(frames[0], media_type=chosen.part_type)
+    body, boundary = multipart.build([(f, chosen.part_type) for f in frames])
+    return Response(body, headers={"Content-Type": chosen.content_type(boundary)})
+
+
+def _choose(header: str | None, ts: str | None, count: int) -> Choice:
+    try:
+        return negotiate(header, ts, count, can_transcode=can_decode(ts))
+    except NotAcceptable as exc:
+        raise HTTPException(406, str(exc)) from None
 
 
 async def bulkdata(request: Request) -> Response:
@@ -100,13 +114,15 @@ async def bulkdata(request: Request) -> Response:
         )
 
     data = await run_in_threadpool(work)
-    chosen = negotiate(request, "application/octet-stream", None, 1)
+    ts = label_of(data)
+    compressed = ts is not None and ts not in NATIVE
+    chosen = _choose(request.headers.get("accept"), ts if compressed else None, 1)
+    if compressed:  # encapsulated pixel data: labelled, under application/octet-stream
+        chosen = Choice(chosen.multipart, "application/octet-stream", ts)
     if not chosen.multipart:
-        return Response(data, media_type="application/octet-stream")
-    body, boundary = multipart.build([(data, "application/octet-stream")])
-    return Response(
-        body, headers={"Content-Type": f'multipart/related; type="application/octet-stream"; boundary={boundary}'}
-    )
+        return Response(data, media_type=chosen.part_type)
+    body, boundary = multipart.build([(data, chosen.part_type)])
+    return Response(body, headers={"Content-Type": chosen.content_type(boundary)})
 
 
 async def _render(

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasources.transfer import EXPLICIT_LE, Frame, metadata_transfer_syntax
+
 from .manifest import ManifestProblem, ManifestRow
 
 __all__ = ["Catalog", "build_catalog", "frame_bytes", "uid"]
@@ -30,18 +32,41 @@ def uid(*key: str) -> str:
     return f"2.25.{uuid.uuid5(NAMESPACE, chr(31).join(key)).int}"
 
 
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def _baseline_jpeg(image: Any) -> bool:
+    """A JPEG DICOM can carry as JPEG Baseline: 8-bit, sequential (not progressive), grey or YCbCr."""
+    return (
+        image.format == "JPEG"
+        and image.mode in ("L", "RGB")
+        and not image.info.get("progressive")
+        and not image.info.get("progression")
+        and "adobe_transform" not in image.info
+    )
+
+
 def pixel_attributes(path: Path) -> dict[str, Any]:
-    """Rows, Columns and the pixel module, from the header alone (Pillow decodes nothing here)."""
+    """Rows, Columns and the pixel module, from the header alone (Pillow decodes nothing here).
+
+    A baseline JPEG file is served as it is, as JPEG Baseline (``TransferSyntaxUID`` 1.2.840.10008.1.2.4.50,
+    colour as ``YBR_FULL_422`` when subsampled, as DICOM names a JFIF's YCbCr); any other image
+    as native pixels.
+    """
     from PIL import Image
 
     with Image.open(path) as image:
         width, height, mode = image.width, image.height, image.mode
+        jpeg = _baseline_jpeg(image)
+        sampling = _sampling(image) if jpeg else -1
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         samples, photometric, bits = 1, "MONOCHROME2", 16
     elif mode in ("L", "1", "LA"):
         samples, photometric, bits = 1, "MONOCHROME2", 8
     else:  # RGB, RGBA, P (palette), CMYK, YCbCr: served as RGB
         samples, photometric, bits = 3, "RGB", 8
+    if jpeg and samples == 3:
+        photometric = "YBR_FULL" if sampling == 0 else "YBR_FULL_422"
     attributes: dict[str, Any] = {
         "Rows": height,
         "Columns": width,
@@ -54,10 +79,29 @@ def pixel_attributes(path: Path) -> dict[str, Any]:
     }
     if samples == 3:
         attributes["PlanarConfiguration"] = 0
+    if jpeg:
+        attributes["TransferSyntaxUID"] = JPEG_BASELINE
+        attributes["LossyImageCompression"] = "01"
     return attributes
 
 
-def frame_bytes(path: Path, attributes: dict[str, Any]) -> bytes:
+def _sampling(image: Any) -> int:
+    from PIL import JpegImagePlugin
+
+    try:
+        return int(JpegImagePlugin.get_sampling(image))
+    except Exception:
+        return -1
+
+
+def frame_bytes(path: Path, attributes: dict[str, Any]) -> Frame:
+    """The image's one frame: a baseline JPEG file as it is, anything else as native pixel data."""
+    if metadata_transfer_syntax(attributes) == JPEG_BASELINE:
+        return Frame(path.read_bytes(), JPEG_BASELINE)
+    return Frame(_native(path, attributes), EXPLICIT_LE)
+
+
+def _native(path: Path, attributes: dict[str, Any]) -> bytes:
     """The image's pixels as DICOM native pixel data (little endian, RGB interleaved)."""
     from PIL import Image
 
@@ -109,10 +153,8 @@ def build_catalog(rows: Iterable[ManifestRow], problems: list[ManifestProblem], 
             study = catalog.studies[study_uid] = {
                 "StudyInstanceUID": study_uid,
                 "StudyDate": row.exam_date,
-                "StudyTime": "000000",
                 "PatientID": row.patient_id,
                 "PatientName": {"Alphabetic": row.patient_name or row.patient_id},
-                "AccessionNumber": "",
                 "StudyID": "1",
                 "StudyDescription": row.description,
                 "ModalitiesInStudy": [],
@@ -146,8 +188,9 @@ def build_catalog(rows: Iterable[ManifestRow], problems: list[ManifestProblem], 
             "InstanceNumber": series["NumberOfSeriesRelatedInstances"],
             "ConversionType": "WSD",
             "ImageType": ["DERIVED", "SECONDARY"],
-            **pixels,
+            **{k: v for k, v in pixels.items() if k != "TransferSyntaxUID"},
             "PixelData": {"BulkDataURI": f"{image_id_prefix}{sop_uid}"},
+            "AvailableTransferSyntaxUID": [pixels.get("TransferSyntaxUID", EXPLICIT_LE)],
             "_vrMap": {"PixelData": "OW" if pixels["BitsAllocated"] == 16 else "OB"},
             "imageId": f"{image_id_prefix}{sop_uid}",
         }

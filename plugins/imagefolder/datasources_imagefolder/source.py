@@ -139,7 +139,7 @@ class ImageFolderSource:
     def frames(
         self, study_uid: str, series_uid: str, sop_uid: str, frame_numbers: Sequence[int] | int = 1
     ) -> list[bytes]:
-        """The image's pixels (it has one frame, numbered 1), little endian, RGB interleaved."""
+        """The image's one frame (numbered 1): a baseline JPEG as it is, else native pixels; labelled."""
         numbers = [frame_numbers] if isinstance(frame_numbers, int) else list(frame_numbers)
         if not numbers or any(not isinstance(n, int) or n < 1 for n in numbers):
             raise InvalidQueryError(f"frame numbers count from 1: {frame_numbers!r}")

@@ -26,6 +26,8 @@ from datasources.errors import (
 from datasources.interface import DataSource, IWebApiDataSource, not_supported
 from datasources.matching import filter_records
 from datasources.query import parse_search
+from datasources.transfer import Frame
+from datasources.values import conform
 
 from .. import imageids
 
@@ -249,11 +251,24 @@ def _index(document: Any, location: str) -> dict[str, dict[str, Any]]:
                 )
             if not isinstance(series.get("instances", []), list):
                 raise MalformedResponseError(f"dicomjson: {location}: studies[{i}].series[{j}].instances is not a list")
-            series.setdefault("instances", [])
-        study = dict(study)
-        study["series"] = series_list
+        study = {
+            **conform({k: v for k, v in study.items() if k != "series"}),
+            "series": [_conformed(s) for s in series_list],
+        }
         studies[uid] = study
     return studies
+
+
+def _conformed(series: Mapping[str, Any]) -> dict[str, Any]:
+    """A series of the document, its fields and its instances' metadata brought to the value contract."""
+    out = conform({k: v for k, v in series.items() if k != "instances"})
+    out["instances"] = [
+        {**inst, "metadata": conform(inst["metadata"])}
+        if isinstance(inst, Mapping) and isinstance(inst.get("metadata"), Mapping)
+        else inst
+        for inst in series.get("instances") or []
+    ]
+    return out
 
 
 def _modalities(study: Mapping[str, Any]) -> list[str]:
@@ -278,7 +293,10 @@ def _value_of(data: bytes, tag: str, uri: str) -> bytes:
     if tag not in ds:
         raise NotFoundError(f"{uri!r} is a DICOM file without {tag}")
     value = ds[tag].value
-    return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode()
+    if not isinstance(value, bytes | bytearray):
+        return str(value).encode()
+    ts = ds.file_meta.get("TransferSyntaxUID") if tag in ("PixelData", "7FE00010") else None
+    return Frame(value, str(ts)) if ts is not None else bytes(value)  # pixel data: the file's transfer syntax
 
 
 def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:

@@ -17,8 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote
 
-from datasources.errors import InvalidQueryError, NotFoundError, NotSupportedError, UnsafePathError
+from datasources.errors import InvalidQueryError, NotFoundError, UnsafePathError
 from datasources.naturalize import from_pydicom
+from datasources.transfer import Frame, dataset_frames
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -342,7 +343,7 @@ def naturalize_file(path: str, image_id: str) -> tuple[dict[str, Any], Dataset]:
         naturalized[keyword] = {"BulkDataURI": f"{image_id}?tag={tag:08X}"}
         naturalized.setdefault("_vrMap", {})[keyword] = vr
     if ts:
-        naturalized["AvailableTransferSyntaxUID"] = str(ts)
+        naturalized["AvailableTransferSyntaxUID"] = [str(ts)]
     return naturalized, ds
 
 
@@ -371,9 +372,12 @@ def bulk_value(path: str, tag_path: str) -> bytes:
     """The raw bytes of one element of a file (``7FE00010`` gives the pixel data as stored)."""
     with open(path, "rb") as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = _element_at(_dcmread(fp), tag_path).value
+        ds = _dcmread(fp)
+        value = _element_at(ds, tag_path).value
     if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
+        meta = getattr(ds, "file_meta", None)
+        ts = meta.get("TransferSyntaxUID") if meta is not None and tag_path.upper() == "7FE00010" else None
+        return Frame(value, str(ts)) if ts is not None else bytes(value)  # pixel data: labelled as stored
     if value is None:
         return b""
     return str(value).encode()
@@ -383,7 +387,7 @@ def bulk_value(path: str, tag_path: str) -> bytes:
 
 
 def read_frames(path: str, numbers: Sequence[int]) -> list[bytes]:
-    """Frames (numbered from 1) as stored: native frames sliced, encapsulated ones unwrapped."""
+    """Frames (numbered from 1) as stored, each a ``Frame`` carrying the file's transfer syntax."""
     with open(path, "rb") as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = _dcmread(fp)
@@ -391,35 +395,8 @@ def read_frames(path: str, numbers: Sequence[int]) -> list[bytes]:
 
 
 def _frames_of(ds: Dataset, numbers: Sequence[int], name: str) -> list[bytes]:
-    from pydicom.encaps import generate_frames
-
-    keyword = next((kw for kw, _ in _PIXEL_TAGS.values() if kw in ds), None)
-    if keyword is None:
-        raise NotFoundError(f"dicomlocal: {name} has no pixel data")
-    try:
-        count = max(1, int(ds.get("NumberOfFrames") or 1))
-    except (TypeError, ValueError):
-        count = 1
-    bad = [n for n in numbers if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > count]
-    if bad:
-        raise NotFoundError(f"dicomlocal: frames {bad} do not exist; the instance has {count} frame(s), from 1")
-    data = ds[keyword].value
-    ts = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
-    if ts is not None and ts.is_encapsulated:
-        offsets = None
-        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-            offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-        frames = list(generate_frames(data, number_of_frames=count, extended_offsets=offsets))
-        return [frames[n - 1] for n in numbers]
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    bits = int(ds.get("BitsAllocated") or {"PixelData": 16, "FloatPixelData": 32}.get(keyword, 64))
-    pixels = int(ds.Rows) * int(ds.Columns) * samples
-    if (pixels * bits) % 8:
-        if count > 1:
-            raise NotSupportedError("retrieve.frames", reason="frames of bit-packed data that are not byte-aligned")
-        return [bytes(data)]
-    size = pixels * bits // 8
-    return [bytes(data[(n - 1) * size : n * size]) for n in numbers]
+    """Labelled with the file's transfer syntax (native ones as Explicit VR Little Endian, swapped)."""
+    return list(dataset_frames(ds, numbers, name=f"dicomlocal: {name}"))
 
 
 # -- writing -------------------------------------------------------------------------------

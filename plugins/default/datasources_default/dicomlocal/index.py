@@ -638,7 +638,7 @@ class LocalIndex:
         for sop, series, _path, ts, attrs in self.instance_rows(study_uid, [series_uid] if series_uid else None):
             record = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series, **attrs, "SOPInstanceUID": sop}
             if ts:
-                record["AvailableTransferSyntaxUID"] = ts
+                record["AvailableTransferSyntaxUID"] = [ts]
             out.append(record)
         return out
 

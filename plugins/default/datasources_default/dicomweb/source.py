@@ -18,6 +18,7 @@ import attrs
 from datasources.errors import (
     ConfigurationError,
     DataSourcesError,
+    HTTPError,
     InvalidQueryError,
     NotFoundError,
     NotSupportedError,
@@ -370,12 +371,20 @@ class DicomWebSource:
             f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
             f"/frames/{','.join(map(str, numbers))}"
         )
-        parts = self.client.get_parts(url, self._accept("image"))
+        try:
+            parts = self.client.get_parts(url, self._accept("image"))
+        except HTTPError as exc:
+            # the numbers were checked here, so a 400 is the server's "no such frame" (Orthanc: out of range)
+            if exc.status in (400, 404, 410):
+                raise NotFoundError(
+                    f"{self.name}: no frames {numbers} of instance {sop_uid} (HTTP {exc.status})"
+                ) from None
+            raise
         if len(parts) != len(numbers):
             from datasources.errors import MalformedResponseError
 
             raise MalformedResponseError(f"{self.name}: asked for {len(numbers)} frames, the answer holds {len(parts)}")
-        return [p.content for p in parts]
+        return [p.frame() for p in parts]  # each labelled with the transfer syntax its part names
 
     def bulk_data_uri(
         self, uri: str | Mapping[str, Any], *, study_instance_uid: str | None = None,
@@ -394,7 +403,7 @@ class DicomWebSource:
             from datasources.errors import MalformedResponseError
 
             raise MalformedResponseError(f"{self.name}: the bulk data answer holds no part")
-        return parts[0].content
+        return parts[0].frame()
 
     def direct_url(
         self,

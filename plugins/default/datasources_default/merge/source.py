@@ -218,7 +218,7 @@ class MergeSource:
                 owners = seen.get(uid)
                 if owners is None:
                     seen[uid] = [name]
-                    out.append({**row, TAG: name} if tag else row)
+                    out.append({**row, TAG: [name]} if tag else row)  # VM 1-n: a list (value contract)
                 elif name not in owners:
                     owners.append(name)
         page = query.page(out) if query is not None else out
@@ -267,12 +267,12 @@ class MergeSource:
             if hit is not None:
                 return hit
         if isinstance(instance, Mapping):
-            tagged = instance.get(TAG)
+            tagged = _first(instance.get(TAG))
             if isinstance(tagged, str) and tagged in names:
                 return tagged
         if isinstance(series_uid, str) and series_uid and self.host is not None:
             series = self.host.metadata_store.get_series(study_uid, series_uid)
-            tagged = series.get(TAG) if series is not None else None
+            tagged = _first(series.get(TAG)) if series is not None else None
             if isinstance(tagged, str) and tagged in names:
                 return tagged
         if isinstance(study_uid, str) and study_uid:
@@ -286,7 +286,7 @@ class MergeSource:
         store = self._host().metadata_store
         for uid in series_uids:
             self._remember(uid, name)
-            store.update_series_metadata({"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid, TAG: name})
+            store.update_series_metadata({"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid, TAG: [name]})
 
     # -- query -------------------------------------------------------------------------------
 
@@ -332,7 +332,7 @@ class MergeSource:
         for row in merged:
             uid = row.get("SeriesInstanceUID") if isinstance(row, Mapping) else None
             if isinstance(uid, str) and uid:
-                self._remember(uid, row[TAG])
+                self._remember(uid, _first(row[TAG]))
                 # as OHIF: a series already in the store learns where it comes from
                 store.update_series_metadata(
                     {"StudyInstanceUID": study_instance_uid, "SeriesInstanceUID": uid, TAG: row[TAG]}
@@ -438,7 +438,7 @@ class MergeSource:
             if isinstance(loaded, Mapping):
                 for uid, summary in loaded.items():
                     if uid not in merged:
-                        merged[uid] = {**summary, TAG: name} if isinstance(summary, Mapping) else summary
+                        merged[uid] = {**summary, TAG: [name]} if isinstance(summary, Mapping) else summary
         if wanted is None and not failures:
             self._host().metadata_store.set_study_loaded(study_instance_uid)
         return merged
@@ -478,7 +478,7 @@ class MergeSource:
         return MergedResults(out, {**rows.failures, **failures})
 
     def _wrap_task(self, study_uid: str, name: str, task: SeriesLoadTask[Any]) -> SeriesLoadTask[Any]:
-        metadata = {**task.metadata, TAG: name}
+        metadata = {**task.metadata, TAG: [name]}
         series_uid = metadata.get("SeriesInstanceUID")
         if isinstance(series_uid, str):
             self._remember(series_uid, name)
@@ -487,7 +487,7 @@ class MergeSource:
             result = task.run()
             if isinstance(series_uid, str):
                 self._tag_loaded(study_uid, name, [series_uid])
-            return {**result, TAG: name} if isinstance(result, Mapping) else result
+            return {**result, TAG: [name]} if isinstance(result, Mapping) else result
 
         return SeriesLoadTask(metadata, load, self._tasks_executor())
 
@@ -506,9 +506,9 @@ class MergeSource:
             )
             self._tag_loaded(study_uid, name, [series_uid])
             summary = loaded.get(series_uid) if isinstance(loaded, Mapping) else None
-            return {**(summary or row), TAG: name}
+            return {**(summary or row), TAG: [name]}
 
-        return SeriesLoadTask({**row, TAG: name}, load, self._tasks_executor())
+        return SeriesLoadTask({**row, TAG: [name]}, load, self._tasks_executor())
 
     def direct_url(self, instance: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         name = self.route(instance=instance) if instance is not None else self.config.default_data_source_name
@@ -643,6 +643,11 @@ class MergeSource:
         for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _first(value: Any) -> Any:
+    """RetrieveAETitle is multi-valued: ``["member"]`` (an OHIF-style string is taken too)."""
+    return value[0] if isinstance(value, list) and value else value
 
 
 def create_merge_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
