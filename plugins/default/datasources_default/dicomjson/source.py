@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from datasources import Source
 from datasources.errors import (
     BackendError,
     ConfigurationError,
@@ -23,11 +24,9 @@ from datasources.errors import (
     NotFoundError,
     UnsafePathError,
 )
-from datasources.interface import DataSource, IWebApiDataSource, not_supported
+from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.query import parse_search
-
-from .. import imageids
 
 KNOWN_KEYS = frozenset({"name", "friendlyName", "url", "path", "bundled", "timeout", "requestOptions"})
 
@@ -67,8 +66,12 @@ def _bundled_path(name: str) -> Path:
     return Path(str(candidate))
 
 
-class DicomJsonBackend:
-    """Loads and indexes one DICOM JSON document; thread-safe."""
+class DicomJsonSource(Source):
+    """One DICOM JSON document, loaded and indexed in ``initialize``; thread-safe."""
+
+    HELPERS = ("reload",)
+    READ_ONLY_REASON = "a DICOM JSON file is read-only"
+    FIRST_FRAME = 0  # DICOM JSON images are addressed like wadouri: frames count from 0 (as OHIF's dicomjson)
 
     def __init__(self, configuration: Mapping[str, Any], host: Any) -> None:
         unknown = sorted(set(configuration) - KNOWN_KEYS)
@@ -82,8 +85,8 @@ class DicomJsonBackend:
         for key in given:
             if not isinstance(configuration[key], str):
                 raise ConfigurationError(f"dicomjson: {key} must be a string")
-        self.config = dict(configuration)
-        self.host = host
+        super().__init__(configuration, host)
+        self.config = self.configuration
         self._lock = threading.Lock()
         self._location: str | None = None
         self._studies: dict[str, dict[str, Any]] = {}
@@ -122,6 +125,13 @@ class DicomJsonBackend:
             raise ConfigurationError("dicomjson: no url, path or bundled data set configured, and no ?url= given")
         self.load(str(location))
         return list(self._studies)
+
+    def reload(self) -> list[str]:
+        """Read the configured document again; returns its study UIDs."""
+        return self.initialize()
+
+    def held_study_uids(self) -> list[str]:
+        return list(self._require())
 
     def load(self, location: str) -> None:
         document = _read_document(location, self)
@@ -211,8 +221,127 @@ class DicomJsonBackend:
             raise UnsafePathError(f"dicomjson: {uri!r} points outside the folder of the JSON file")
         return str(target)
 
+    # -- the interface -----------------------------------------------------------------
 
-def _read_document(location: str, backend: DicomJsonBackend) -> Any:
+    def search_studies(self, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        q = parse_search("study", filters, **kwargs)
+        return filter_records(self.study_records(), q, fuzzy=bool(q.fuzzymatching))
+
+    def search_series(
+        self, study_instance_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        q = parse_search("series", filters, **kwargs)
+        return filter_records(self.series_records(study_instance_uid), q, fuzzy=bool(q.fuzzymatching))
+
+    def search_instances(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        /,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        q = parse_search("instance", filters, **kwargs)
+        records = self.instance_records(study_instance_uid, series_instance_uid)
+        return filter_records(records, q, fuzzy=bool(q.fuzzymatching))
+
+    def series_metadata(
+        self,
+        study_instance_uid: str,
+        *,
+        series_instance_uids: list[str] | None = None,
+        made_in_client: bool = False,
+        return_tasks: bool = False,
+    ) -> dict[str, dict[str, Any]]:
+        if return_tasks:
+            raise ConfigurationError("dicomjson holds every series in memory; return_tasks is for lazy sources")
+        study = self.study(study_instance_uid)
+        wanted = set(series_instance_uids or ())
+        chosen = [s for s in study["series"] if not wanted or s["SeriesInstanceUID"] in wanted]
+        if wanted and len(chosen) != len(wanted):
+            missing = wanted - {s["SeriesInstanceUID"] for s in chosen}
+            raise NotFoundError(f"series {sorted(missing)} not in study {study_instance_uid!r}")
+        study_fields = {k: v for k, v in study.items() if k != "series"}
+        summaries = []
+        for s in chosen:
+            summary = {k: v for k, v in s.items() if k != "instances"}
+            summary["StudyInstanceUID"] = study_instance_uid
+            for k in ("StudyDescription",):
+                if k in study_fields:
+                    summary.setdefault(k, study_fields[k])
+            summaries.append(summary)
+        # build every instance first: the store is changed only once all of them are valid
+        per_series = [self.full_instances(study, s) for s in chosen]
+        store = self.host.metadata_store
+        if store.get_study(study_instance_uid) is None:
+            store.add_study(study_fields)
+        store.add_series_metadata(summaries, made_in_client=made_in_client)
+        for instances in per_series:
+            if instances:
+                store.add_instances(instances, made_in_client=made_in_client)
+        return {s["SeriesInstanceUID"]: s for s in summaries}
+
+    def direct_url(
+        self,
+        instance: Mapping[str, Any] | None = None,
+        *,
+        url: str | None = None,
+        tag: str = "PixelData",
+        **_: Any,
+    ) -> str:
+        if url:
+            return url
+        if instance is None:
+            raise ConfigurationError("direct_url needs an instance or a url")
+        value = instance.get(tag)
+        if isinstance(value, Mapping) and value.get("BulkDataURI"):
+            return self.resolve(value["BulkDataURI"])
+        if instance.get("url"):
+            return self.resolve(instance["url"])
+        raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no URL for {tag}")
+
+    def bulk_data_uri(self, bulk_data_uri: str | Mapping[str, Any], *, tag: str = "PixelData", **_: Any) -> bytes:
+        """The bytes behind a BulkDataURI (the string or ``{"BulkDataURI": ...}``, as other sources take it);
+        a Part-10 file gives the value of ``tag`` in it."""
+        if isinstance(bulk_data_uri, Mapping):
+            bulk_data_uri = bulk_data_uri["BulkDataURI"]
+        return _value_of(self._read_bulk(bulk_data_uri), tag, bulk_data_uri)
+
+    def _read_bulk(self, bulk_data_uri: str) -> bytes:
+        target = self.resolve(bulk_data_uri)
+        if urlsplit(target).scheme in ("http", "https"):
+            return self.http(target).request("GET", target).content
+        path = Path(target[7:] if target.startswith("file://") else target)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"bulk data {bulk_data_uri!r} not found") from None
+
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
+        url = instance.get("url") or instance.get("imageId")
+        if not url:
+            raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no url")
+        if frame is None:
+            return str(url)
+        sep = "&" if "?" in url else "?"
+        return f"{url}{sep}frame={int(frame)}"
+
+    def get_config(self) -> dict[str, Any]:
+        """The configuration, credentials in ``requestOptions`` masked."""
+        config = {"dicomUploadEnabled": False, **self.config}
+        if isinstance(config.get("requestOptions"), Mapping):
+            from ..dicomweb.auth import public_auth
+
+            options = dict(config["requestOptions"])
+            if "auth" in options:
+                options["auth"] = public_auth(options["auth"])
+            if isinstance(options.get("headers"), Mapping):
+                options["headers"] = {k: "***" for k in options["headers"]}
+            config["requestOptions"] = options
+        return config
+
+
+def _read_document(location: str, backend: DicomJsonSource) -> Any:
     import orjson
 
     scheme = urlsplit(location).scheme
@@ -282,153 +411,4 @@ def _value_of(data: bytes, tag: str, uri: str) -> bytes:
 
 def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.dicomjson``; reads nothing until ``initialize``."""
-    backend = DicomJsonBackend(configuration, host)
-
-    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
-        return backend.initialize(params, query)
-
-    def search_studies(filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
-        q = parse_search("study", filters, **kwargs)
-        return filter_records(backend.study_records(), q, fuzzy=bool(q.fuzzymatching))
-
-    def search_series(study_instance_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any):
-        q = parse_search("series", filters, **kwargs)
-        return filter_records(backend.series_records(study_instance_uid), q, fuzzy=bool(q.fuzzymatching))
-
-    def search_instances(
-        study_instance_uid: str,
-        series_instance_uid: str | None = None,
-        filters: Mapping[str, Any] | None = None,
-        /,
-        **kwargs: Any,
-    ) -> list[dict[str, Any]]:
-        q = parse_search("instance", filters, **kwargs)
-        records = backend.instance_records(study_instance_uid, series_instance_uid)
-        return filter_records(records, q, fuzzy=bool(q.fuzzymatching))
-
-    def series_metadata(
-        study_instance_uid: str,
-        *,
-        series_instance_uids: list[str] | None = None,
-        made_in_client: bool = False,
-        return_tasks: bool = False,
-    ) -> dict[str, dict[str, Any]]:
-        if return_tasks:
-            raise ConfigurationError("dicomjson holds every series in memory; return_tasks is for lazy sources")
-        study = backend.study(study_instance_uid)
-        wanted = set(series_instance_uids or ())
-        chosen = [s for s in study["series"] if not wanted or s["SeriesInstanceUID"] in wanted]
-        if wanted and len(chosen) != len(wanted):
-            missing = wanted - {s["SeriesInstanceUID"] for s in chosen}
-            raise NotFoundError(f"series {sorted(missing)} not in study {study_instance_uid!r}")
-        study_fields = {k: v for k, v in study.items() if k != "series"}
-        summaries = []
-        for s in chosen:
-            summary = {k: v for k, v in s.items() if k != "instances"}
-            summary["StudyInstanceUID"] = study_instance_uid
-            for k in ("StudyDescription",):
-                if k in study_fields:
-                    summary.setdefault(k, study_fields[k])
-            summaries.append(summary)
-        # build every instance first: the store is changed only once all of them are valid
-        per_series = [backend.full_instances(study, s) for s in chosen]
-        store = host.metadata_store
-        if store.get_study(study_instance_uid) is None:
-            store.add_study(study_fields)
-        store.add_series_metadata(summaries, made_in_client=made_in_client)
-        for instances in per_series:
-            if instances:
-                store.add_instances(instances, made_in_client=made_in_client)
-        return {s["SeriesInstanceUID"]: s for s in summaries}
-
-    def direct_url(
-        instance: Mapping[str, Any] | None = None,
-        *,
-        url: str | None = None,
-        tag: str = "PixelData",
-        **_: Any,
-    ) -> str:
-        if url:
-            return url
-        if instance is None:
-            raise ConfigurationError("direct_url needs an instance or a url")
-        value = instance.get(tag)
-        if isinstance(value, Mapping) and value.get("BulkDataURI"):
-            return backend.resolve(value["BulkDataURI"])
-        if instance.get("url"):
-            return backend.resolve(instance["url"])
-        raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no URL for {tag}")
-
-    def bulk_data_uri(bulk_data_uri: str | Mapping[str, Any], *, tag: str = "PixelData", **_: Any) -> bytes:
-        """The bytes behind a BulkDataURI (the string or ``{"BulkDataURI": ...}``, as other sources take it);
-        a Part-10 file gives the value of ``tag`` in it."""
-        if isinstance(bulk_data_uri, Mapping):
-            bulk_data_uri = bulk_data_uri["BulkDataURI"]
-        return _value_of(_read_bulk(bulk_data_uri), tag, bulk_data_uri)
-
-    def _read_bulk(bulk_data_uri: str) -> bytes:
-        target = backend.resolve(bulk_data_uri)
-        if urlsplit(target).scheme in ("http", "https"):
-            return backend.http(target).request("GET", target).content
-        path = Path(target[7:] if target.startswith("file://") else target)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"bulk data {bulk_data_uri!r} not found") from None
-
-    def image_id_for_instance(instance: Mapping[str, Any], frame: int | None = None) -> str:
-        url = instance.get("url") or instance.get("imageId")
-        if not url:
-            raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no url")
-        if frame is None:
-            return str(url)
-        sep = "&" if "?" in url else "?"
-        return f"{url}{sep}frame={int(frame)}"
-
-    def image_ids_for_display_set(display_set: Any) -> list[str]:
-        # DICOM JSON images are addressed like wadouri: frame numbers are 0-based (as OHIF's dicomjson)
-        return imageids.image_ids_for_display_set(display_set, image_id_for_instance, first_frame=0)
-
-    def get_config() -> dict[str, Any]:
-        config = {"dicomUploadEnabled": False, **backend.config}
-        if isinstance(config.get("requestOptions"), Mapping):
-            from ..dicomweb.auth import public_auth
-
-            options = dict(config["requestOptions"])
-            if "auth" in options:
-                options["auth"] = public_auth(options["auth"])
-            if isinstance(options.get("headers"), Mapping):
-                options["headers"] = {k: "***" for k in options["headers"]}
-            config["requestOptions"] = options
-        return config
-
-    def get_study_instance_uids(
-        params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
-    ) -> list[str]:
-        asked = imageids.study_uids_from_route(params, query)
-        return asked if asked else list(backend._require())
-
-    def delete_study_metadata(study_instance_uid: str) -> None:
-        host.metadata_store.remove_study(study_instance_uid)
-
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={
-            "studies": {"search": search_studies},
-            "series": {"search": search_series},
-            "instances": {"search": search_instances},
-        },
-        retrieve={
-            "series": {"metadata": series_metadata},
-            "direct_url": direct_url,
-            "bulk_data_uri": bulk_data_uri,
-        },
-        store={"dicom": not_supported("store.dicom", "a DICOM JSON file is read-only")},
-        reject={"series": not_supported("reject.series", "a DICOM JSON file is read-only")},
-        get_image_ids_for_display_set=image_ids_for_display_set,
-        get_image_ids_for_instance=image_id_for_instance,
-        get_config=get_config,
-        get_study_instance_uids=get_study_instance_uids,
-        delete_study_metadata=delete_study_metadata,
-        helpers={"reload": lambda: backend.initialize()},
-    )
+    return IWebApiDataSource.from_source(DicomJsonSource(configuration, host))
