@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from datasources import Source
 from datasources.errors import (
     BackendError,
     ConfigurationError,
@@ -73,14 +74,29 @@ def _exact_uids(query: SearchQuery, key: str) -> list[str] | None:
     return uids
 
 
-class DicomLocalSource:
+class DicomLocalSource(Source):
     """The state of one ``dicomlocal`` source: its configuration, index and host."""
 
-    def __init__(self, configuration: Mapping[str, Any], host: Any) -> None:
+    HELPERS = (
+        "reindex",
+        "problems",
+        "index_file",
+        "last_report",
+        "restore_series",
+        "rejected_series",
+        "path_for_image_id",
+        "read_image_id",
+        "close",
+    )
+    FIRST_FRAME = 0  # dicomfile: ids count frames from 0, as cornerstone's wadouri loader does
+
+    def __init__(self, configuration: Mapping[str, Any], host: Any = None) -> None:
+        if configuration is None:
+            raise ConfigurationError("dicomlocal: a configuration with root (the folder) is required")
         self.config = LocalConfig.from_mapping(configuration)
-        self.host = host
+        super().__init__(configuration, host)
         self.index = LocalIndex(self.config)
-        self.last_report: IndexReport | None = None
+        self._last_report: IndexReport | None = None
         self._store_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -95,7 +111,7 @@ class DicomLocalSource:
     def reindex(self, progress: Progress | None = None) -> IndexReport:
         self.index.open()
         report = self.index.reindex(progress)
-        self.last_report = report
+        self._last_report = report
         if report.skipped:
             log.warning(
                 "dicomlocal: %d file(s) under %s were skipped (not DICOM, unreadable or unsafe); "
@@ -104,6 +120,18 @@ class DicomLocalSource:
                 self.config.root,
             )
         return report
+
+    def last_report(self) -> IndexReport | None:
+        """The report of the latest indexing pass (``None`` before the first)."""
+        return self._last_report
+
+    def index_file(self) -> str | None:
+        """Where the SQLite index is (``None`` until it is opened)."""
+        return str(self.index.index_path) if self.index.index_path else None
+
+    def close(self) -> None:
+        """Close the index's connections."""
+        self.index.close()
 
     def _root(self) -> str:
         self.index.open()
@@ -288,7 +316,7 @@ class DicomLocalSource:
         except FileNotFoundError:
             raise NotFoundError(f"dicomlocal: {image_id!r} does not exist") from None
 
-    def image_id_for_instance(self, instance: Mapping[str, Any] | None = None, frame: int | None = None) -> str:
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any] | None = None, frame: int | None = None) -> str:
         if instance is None:
             raise InvalidQueryError("dicomlocal: get_image_ids_for_instance needs an instance")
         base = instance.get("imageId") or instance.get("url")
@@ -395,9 +423,20 @@ class DicomLocalSource:
         """The route's study UIDs that this folder holds; every indexed study when the route names none."""
         asked = imageids.study_uids_from_route(params, query)
         if not asked:
-            return self.index.study_uids()
+            return self.held_study_uids()
         held = {r["StudyInstanceUID"] for r in self.index.study_records(asked)}
         return [uid for uid in asked if uid in held]
+
+    def held_study_uids(self) -> list[str]:
+        return self.index.study_uids()
+
+    def rejected_series(self) -> list[tuple[str, str]]:
+        """The series hidden by ``reject.series`` (until ``restore_series``)."""
+        return self.index.rejected()
+
+    def get_config(self) -> dict[str, Any]:
+        """The configuration as ``LocalConfig`` shows it."""
+        return self.config.public()
 
     def problems(self) -> list[dict[str, str]]:
         """Files (and folders) the index skipped, with the reason, as of the last pass."""
@@ -488,53 +527,4 @@ def _uids_of(data: bytes) -> tuple[str, str, str, str | None]:
 
 def create_dicomlocal_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.dicomlocal``; checks the configuration, touches no file."""
-    if configuration is None:
-        raise ConfigurationError("dicomlocal: a configuration with root (the folder) is required")
-    src = DicomLocalSource(configuration, host)
-
-    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
-        return src.initialize(params, query)
-
-    def image_ids_for_display_set(display_set: Any) -> list[str]:
-        # dicomfile: ids count frames from 0, as cornerstone's wadouri loader does
-        return imageids.image_ids_for_display_set(display_set, src.image_id_for_instance, first_frame=0)
-
-    def get_config() -> dict[str, Any]:
-        return src.config.public()
-
-    def delete_study_metadata(study_instance_uid: str) -> None:
-        if host is not None:
-            host.metadata_store.remove_study(study_instance_uid)
-
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={
-            "studies": {"search": src.search_studies},
-            "series": {"search": src.search_series},
-            "instances": {"search": src.search_instances},
-        },
-        retrieve={
-            "series": {"metadata": src.series_metadata},
-            "direct_url": src.direct_url,
-            "bulk_data_uri": src.bulk_data_uri,
-            "frames": src.frames,
-        },
-        store={"dicom": src.store_dicom},
-        reject={"series": src.reject_series},
-        get_image_ids_for_display_set=image_ids_for_display_set,
-        get_image_ids_for_instance=src.image_id_for_instance,
-        get_config=get_config,
-        get_study_instance_uids=src.get_study_instance_uids,
-        delete_study_metadata=delete_study_metadata,
-        helpers={
-            "reindex": src.reindex,
-            "problems": src.problems,
-            "index_file": lambda: str(src.index.index_path) if src.index.index_path else None,
-            "last_report": lambda: src.last_report,
-            "restore_series": src.restore_series,
-            "rejected_series": lambda: src.index.rejected(),
-            "path_for_image_id": src.path_for_image_id,
-            "read_image_id": src.read_image_id,
-            "close": src.index.close,
-        },
-    )
+    return IWebApiDataSource.from_source(DicomLocalSource(configuration, host))
