@@ -77,6 +77,8 @@ class Source:
     FIRST_FRAME: int = 1
 
     host: Any = None
+    #: The DataSource ``from_source`` built from this object; its ``name`` is the one the host gave it.
+    data_source: Any = None
 
     def __init__(self, configuration: Mapping[str, Any] | None = None, host: Any = None) -> None:
         self.configuration = dict(configuration or {})
