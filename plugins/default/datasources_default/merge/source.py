@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from datasources import Source
 from datasources.errors import (
     ConfigurationError,
     HTTPError,
@@ -55,13 +56,14 @@ def _not_here(exc: BaseException) -> bool:
     return isinstance(exc, NotFoundError) or (isinstance(exc, HTTPError) and exc.status == 404)
 
 
-class MergeSource:
+class MergeSource(Source):
     """The state of one merge source: its members, the routes it learnt, its thread pools."""
 
-    def __init__(self, configuration: Mapping[str, Any], host: Any) -> None:
+    HELPERS = ("members", "default_member", "last_failures", "source_of", "route", "close")
+
+    def __init__(self, configuration: Mapping[str, Any], host: Any = None) -> None:
         self.config = MergeConfig.from_configuration(configuration)
-        self.host = host
-        self.data_source: DataSource | None = None
+        super().__init__(configuration, host)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._task_pool: ThreadPoolExecutor | None = None
@@ -76,6 +78,14 @@ class MergeSource:
     def name(self) -> str:
         own = self.data_source.name if self.data_source is not None else None
         return own or self.config.name or "merge"
+
+    def members(self) -> list[str]:
+        """The members' names, in ``dataSourceNames`` order (the first one wins a UID)."""
+        return list(self.config.data_source_names)
+
+    def default_member(self) -> str:
+        """The member ``store.dicom`` (and anything without a route) goes to."""
+        return self.config.default_data_source_name
 
     def _host(self) -> Any:
         if self.host is None:
@@ -544,7 +554,7 @@ class MergeSource:
 
     # -- image ids ---------------------------------------------------------------------------
 
-    def image_id_for_instance(self, instance: Mapping[str, Any], frame: int | None = None, **kwargs: Any) -> str:
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None, **kwargs: Any) -> str:
         name = self.route(instance=instance)
         assert name is not None
         member = self.member(name)
@@ -552,7 +562,7 @@ class MergeSource:
             return member.get_image_ids_for_instance(instance, **kwargs)
         return member.get_image_ids_for_instance(instance, frame=frame, **kwargs)
 
-    def image_ids_for_display_set(self, display_set: Any) -> list[str]:
+    def get_image_ids_for_display_set(self, display_set: Any) -> list[str]:
         """Each instance's ids from its own member; runs of one member go to it in one call."""
         instances = imageids.instances_of(display_set)
         set_series = display_set.get("SeriesInstanceUID") if isinstance(display_set, Mapping) else None
@@ -647,35 +657,4 @@ class MergeSource:
 
 def create_merge_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.merge``: checks the configuration's shape, calls no member."""
-    src = MergeSource(configuration, host)
-    ds = IWebApiDataSource.create(
-        initialize=src.initialize,
-        query={
-            "studies": {"search": src.search_studies},
-            "series": {"search": src.search_series},
-            "instances": {"search": src.search_instances},
-        },
-        retrieve={
-            "series": {"metadata": src.series_metadata},
-            "direct_url": src.direct_url,
-            "bulk_data_uri": src.bulk_data_uri,
-            "frames": src.frames,
-        },
-        store={"dicom": src.store_dicom},
-        reject={"series": src.reject_series},
-        get_image_ids_for_display_set=src.image_ids_for_display_set,
-        get_image_ids_for_instance=src.image_id_for_instance,
-        get_config=src.get_config,
-        get_study_instance_uids=src.get_study_instance_uids,
-        delete_study_metadata=src.delete_study_metadata,
-        helpers={
-            "members": lambda: list(src.config.data_source_names),
-            "default_member": lambda: src.config.default_data_source_name,
-            "last_failures": src.last_failures,
-            "source_of": src.source_of,
-            "route": src.route,
-            "close": src.close,
-        },
-    )
-    src.data_source = ds
-    return ds
+    return IWebApiDataSource.from_source(MergeSource(configuration, host))
