@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
+from datasources import Source
 from datasources.errors import ConfigurationError, InvalidQueryError, NotFoundError, NotSupportedError
 from datasources.forwarding import ContextThreadPoolExecutor
 from datasources.interface import DataSource, IWebApiDataSource
@@ -23,7 +24,6 @@ from datasources.naturalize import naturalize_many, paused_gc
 from datasources.query import SearchQuery, parse_search
 from datasources.results import SeriesLoadTask, StoreResult
 
-from .. import imageids
 from .bulkdata import fix_bulk_data_uri, fix_instance_bulk_data, image_id
 from .client import DicomWebClient
 from .config import DicomWebConfig
@@ -54,12 +54,14 @@ DEFAULT_INCLUDE = {
 _PAGE = 200
 
 
-class DicomWebSource:
+class DicomWebSource(Source):
     """The implementation behind the interface; one per configured source."""
+
+    HELPERS = ("iter_search", "fetch_series", "frames", "session", "close")
 
     def __init__(self, configuration: Mapping[str, Any], host: Any = None) -> None:
         self.config = DicomWebConfig.from_mapping(configuration)
-        self.host = host
+        super().__init__(configuration, host)
         self.name = str(configuration.get("name") or configuration.get("friendlyName") or "dicomweb")
         self.client = DicomWebClient(self.config, self.name)
         self._cache: dict[str, Future[dict[str, dict[str, Any]]]] = {}
@@ -78,6 +80,18 @@ class DicomWebSource:
                     self._executor = ContextThreadPoolExecutor(self.config.max_workers, thread_name_prefix="dicomweb")
         return self._executor
 
+    def session(self) -> Any:
+        """The HTTP session (made on first use), for callers that reuse its auth and pool."""
+        return self.client.session
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.client.close()
+
+    def get_config(self) -> dict[str, Any]:
+        """The configuration with credentials redacted (``DicomWebConfig.public``)."""
+        return self.config.public()
+
     @property
     def store(self) -> Any:
         if self.host is None:
@@ -85,6 +99,19 @@ class DicomWebSource:
         return self.host.metadata_store
 
     # -- QIDO ---------------------------------------------------------------------------------
+
+    def search_studies(self, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        return self.search(parse_search("study", filters, **kwargs))
+
+    def search_series(
+        self, study_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        return self.search(parse_search("series", filters, **kwargs), study_uid)
+
+    def search_instances(
+        self, study_uid: str, series_uid: str | None = None, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        return self.search(parse_search("instance", filters, **kwargs), study_uid, series_uid)
 
     def _search_url(self, q: SearchQuery, study_uid: str | None, series_uid: str | None) -> str:
         root = self.config.qido_root
@@ -300,7 +327,9 @@ class DicomWebSource:
         return {s["SeriesInstanceUID"]: s for s in summaries}
 
     def delete_study_metadata(self, study_uid: str) -> None:
-        """Forget the cached retrieve of a study (every cache key of it), so the next one fetches again."""
+        """Forget the cached retrieve of a study (every cache key of it), so the next one fetches again.
+
+        Only the cache (OHIF's cache bust after STOW): the metadata store keeps what it holds."""
         with self._cache_lock:
             for key in [k for k in self._cache if k == study_uid or k.startswith(f"{study_uid}|")]:
                 del self._cache[key]
@@ -382,7 +411,7 @@ class DicomWebSource:
         sep = "&" if "?" in target else "?"
         return f"{target}{sep}accept={default_type}"
 
-    def image_id_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
         if frame is None and instance.get("imageId"):
             return str(instance["imageId"])
         if instance.get("url"):
@@ -418,56 +447,4 @@ def _instance_order(instance: Mapping[str, Any]) -> tuple[float, str]:
 
 def create_dicomweb_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.dicomweb``: validates, opens nothing."""
-    src = DicomWebSource(configuration, host)
-
-    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
-        return imageids.study_uids_from_route(params, query)
-
-    def search_studies(filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
-        return src.search(parse_search("study", filters, **kwargs))
-
-    def search_series(study_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict]:
-        return src.search(parse_search("series", filters, **kwargs), study_uid)
-
-    def search_instances(
-        study_uid: str, series_uid: str | None = None, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
-    ) -> list[dict[str, Any]]:
-        return src.search(parse_search("instance", filters, **kwargs), study_uid, series_uid)
-
-    def image_ids_for_display_set(display_set: Any) -> list[str]:
-        return imageids.image_ids_for_display_set(display_set, src.image_id_for_instance, first_frame=1)
-
-    def get_study_instance_uids(
-        params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
-    ) -> list[str]:
-        return imageids.study_uids_from_route(params, query)
-
-    helpers: dict[str, Callable[..., Any]] = {
-        "iter_search": src.iter_search,
-        "fetch_series": src.fetch_series,
-        "frames": src.frames,
-        "session": lambda: src.client.session,
-        "close": src.client.close,
-    }
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={
-            "studies": {"search": search_studies},
-            "series": {"search": search_series},
-            "instances": {"search": search_instances},
-        },
-        retrieve={
-            "series": {"metadata": src.series_metadata},
-            "direct_url": src.direct_url,
-            "bulk_data_uri": src.bulk_data_uri,
-            "frames": src.frames,
-        },
-        store={"dicom": src.store_dicom},
-        reject={"series": src.reject_series},
-        get_image_ids_for_display_set=image_ids_for_display_set,
-        get_image_ids_for_instance=src.image_id_for_instance,
-        get_config=src.config.public,
-        get_study_instance_uids=get_study_instance_uids,
-        delete_study_metadata=src.delete_study_metadata,
-        helpers=helpers,
-    )
+    return IWebApiDataSource.from_source(DicomWebSource(configuration, host))
