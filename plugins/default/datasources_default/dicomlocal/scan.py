@@ -20,15 +20,8 @@ import orjson
 from datasources.errors import BackendError
 
 from .config import INDEX_FILE_NAME
-from .files import (
-    SERIES_KEYS,
-    STUDY_KEYS,
-    TEMP_PREFIX,
-    FileProblem,
-    HeaderInfo,
-    _inside,
-    read_index_header,
-)
+from .files import SERIES_KEYS, STUDY_KEYS, FileProblem, HeaderInfo, read_index_header
+from .paths import TEMP_PREFIX, inside
 from .schema import NOT_REJECTED, IndexDatabase
 
 __all__ = ["IndexReport", "Progress", "ScanningIndex", "Skipped", "as_number", "chunks"]
@@ -139,7 +132,7 @@ class ScanningIndex(IndexDatabase):
                             problems.append(Skipped(rel, "symbolic link, not followed (followSymlinks is false)"))
                             continue
                         target = os.path.realpath(entry.path)
-                        if not _inside(target, root):
+                        if not inside(target, root):
                             problems.append(Skipped(rel, "symbolic link pointing outside the root, refused"))
                             continue
                         st = os.stat(entry.path)

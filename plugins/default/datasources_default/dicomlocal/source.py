@@ -36,15 +36,9 @@ from datasources.results import SeriesLoadTask
 
 from .. import imageids
 from .config import LocalConfig
-from .files import (
-    bulk_value,
-    file_uri,
-    naturalize_file,
-    read_frames,
-    safe_path,
-    split_uri,
-)
+from .files import bulk_value, naturalize_file, read_frames
 from .index import IndexReport, LocalIndex, Progress
+from .paths import file_uri, safe_path, split_uri
 from .writing import Writing, require_uid
 
 __all__ = ["DicomLocalSource", "create_dicomlocal_api"]

@@ -26,14 +26,9 @@ from datasources.results import InstanceOutcome, StoreResult
 
 from ..part10 import to_part10
 from .config import LocalConfig
-from .files import (
-    FileProblem,
-    ensure_folder,
-    file_uri,
-    is_valid_uid,
-    write_atomic,
-)
+from .files import FileProblem, is_valid_uid
 from .index import LocalIndex
+from .paths import ensure_folder, file_uri, write_atomic
 
 __all__ = ["Writing", "require_uid"]
 
