@@ -4,14 +4,13 @@ The file holds ``{"studies": [{StudyInstanceUID, ..., "series": [{..., "instance
 [{"metadata": {...}, "url": "dicomweb:..."}]}]}]}`` with naturalized attributes. The
 file is read in ``initialize`` (never in the factory); searches apply QIDO's matching
 rules from :mod:`datasources.matching`; ``retrieve.series.metadata`` fills the host's
-metadata store.
+metadata store. Reading and checking the document is :mod:`.document`'s.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -20,13 +19,14 @@ from datasources import Source
 from datasources.errors import (
     BackendError,
     ConfigurationError,
-    MalformedResponseError,
     NotFoundError,
     UnsafePathError,
 )
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.query import parse_search
+
+from .document import bundled_path, index_document, read_document, study_modalities
 
 KNOWN_KEYS = frozenset({"name", "friendlyName", "url", "path", "bundled", "timeout", "requestOptions"})
 
@@ -55,15 +55,6 @@ _SERIES_FIELDS = (
     "BodyPartExamined",
     "ProtocolName",
 )
-
-
-def _bundled_path(name: str) -> Path:
-    root = resources.files("datasources_default.dicomjson") / "sample"
-    candidate = root / f"{name}.json"
-    if not candidate.is_file():
-        available = sorted(p.name.removesuffix(".json") for p in root.iterdir() if p.name.endswith(".json"))
-        raise ConfigurationError(f"no bundled DICOM JSON {name!r}; bundled: {', '.join(available)}")
-    return Path(str(candidate))
 
 
 class DicomJsonSource(Source):
@@ -116,7 +107,7 @@ class DicomJsonSource(Source):
 
     def _configured_location(self) -> str | None:
         if self.config.get("bundled"):
-            return str(_bundled_path(self.config["bundled"]))
+            return str(bundled_path(self.config["bundled"]))
         return self.config.get("url") or self.config.get("path")
 
     def initialize(self, params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
@@ -134,8 +125,8 @@ class DicomJsonSource(Source):
         return list(self._require())
 
     def load(self, location: str) -> None:
-        document = _read_document(location, self)
-        studies = _index(document, location)
+        document = read_document(location, self)
+        studies = index_document(document, location)
         with self._lock:
             self._location = location
             self._studies = studies
@@ -157,7 +148,7 @@ class DicomJsonSource(Source):
         out = []
         for study in self._require().values():
             record = {k: study[k] for k in _STUDY_FIELDS if k in study}
-            modalities = _modalities(study)
+            modalities = study_modalities(study)
             record["ModalitiesInStudy"] = modalities
             record["NumberOfStudyRelatedSeries"] = len(study["series"])
             record["NumberOfStudyRelatedInstances"] = sum(len(s["instances"]) for s in study["series"])
@@ -339,60 +330,6 @@ class DicomJsonSource(Source):
                 options["headers"] = {k: "***" for k in options["headers"]}
             config["requestOptions"] = options
         return config
-
-
-def _read_document(location: str, backend: DicomJsonSource) -> Any:
-    import orjson
-
-    scheme = urlsplit(location).scheme
-    if scheme in ("http", "https"):
-        body = backend.http(location).request("GET", location, accept="application/json").content
-    else:
-        path = Path(location[7:] if scheme == "file" else location)
-        try:
-            body = path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"dicomjson: file {str(path)!r} does not exist") from None
-        except OSError as exc:
-            raise BackendError(f"dicomjson: cannot read {str(path)!r}: {exc.strerror}") from exc
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedResponseError(f"dicomjson: {location} is not valid JSON: {exc}") from None
-
-
-def _index(document: Any, location: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(document, Mapping) or not isinstance(document.get("studies"), list):
-        raise MalformedResponseError(f"dicomjson: {location} has no 'studies' list")
-    studies: dict[str, dict[str, Any]] = {}
-    for i, study in enumerate(document["studies"]):
-        uid = study.get("StudyInstanceUID") if isinstance(study, Mapping) else None
-        if not uid:
-            raise MalformedResponseError(f"dicomjson: {location}: studies[{i}] has no StudyInstanceUID")
-        series_list = study.get("series") or []
-        for j, series in enumerate(series_list):
-            if not isinstance(series, Mapping) or not series.get("SeriesInstanceUID"):
-                raise MalformedResponseError(
-                    f"dicomjson: {location}: studies[{i}].series[{j}] has no SeriesInstanceUID"
-                )
-            if not isinstance(series.get("instances", []), list):
-                raise MalformedResponseError(f"dicomjson: {location}: studies[{i}].series[{j}].instances is not a list")
-            series.setdefault("instances", [])
-        study = dict(study)
-        study["series"] = series_list
-        studies[uid] = study
-    return studies
-
-
-def _modalities(study: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    given = study.get("ModalitiesInStudy") or study.get("Modalities")
-    if isinstance(given, str):
-        given = [m for m in given.replace("/", "\\").split("\\") if m]
-    for m in list(given or []) + [s.get("Modality") for s in study["series"]]:
-        if m and m not in found:
-            found.append(m)
-    return found
 
 
 def _value_of(data: bytes, tag: str, uri: str) -> bytes:
