@@ -18,6 +18,7 @@ FACTORIES = {
     "dicomjson/source.py": "create_dicomjson_api",
     "dicomlocal/source.py": "create_dicomlocal_api",
     "merge/source.py": "create_merge_api",
+    "dimse/source.py": "create_dimse_api",
     "source.py": "create_imagefolder_api",
 }
 MAX_LINES = 400
@@ -39,7 +40,12 @@ def _wiring_by_hand(tree: ast.AST) -> list[int]:
 def _factory_is_one_from_source_call(tree: ast.Module, name: str) -> bool:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
-            body = [n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+            body = [
+                n
+                for n in node.body
+                if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))  # the docstring
+                and not (isinstance(n, ast.If) and all(isinstance(b, ast.Raise) for b in n.body))  # a guard
+            ]
             if len(body) != 1 or not isinstance(body[0], ast.Return) or not isinstance(body[0].value, ast.Call):
                 return False
             func = body[0].value.func
@@ -50,7 +56,7 @@ def _factory_is_one_from_source_call(tree: ast.Module, name: str) -> bool:
 def test_the_scan_sees_every_source_module() -> None:
     names = {p.relative_to(p.parents[1]).as_posix() for p in MODULES}
     assert {"dicomweb/source.py", "dicomlocal/index.py", "merge/routing.py", "merge/search.py"} <= names
-    assert len([p for p in MODULES if p.name == "source.py"]) == 5
+    assert len([p for p in MODULES if p.name == "source.py"]) == len(FACTORIES)
 
 
 def test_every_source_module_fits_on_a_screen_and_says_what_it_is() -> None:
@@ -79,3 +85,7 @@ def test_the_checks_can_fail() -> None:
     assert not _factory_is_one_from_source_call(wired, "create_x_api")
     good = ast.parse('def create_x_api(c, h):\n    """Doc."""\n    return IWebApiDataSource.from_source(X(c, h))\n')
     assert _factory_is_one_from_source_call(good, "create_x_api")
+    guarded = ast.parse(
+        "def create_x_api(c, h):\n    if c is None:\n        raise E\n    return IWebApiDataSource.from_source(X())\n"
+    )
+    assert _factory_is_one_from_source_call(guarded, "create_x_api")
