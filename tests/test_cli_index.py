@@ -56,7 +56,7 @@ def test_json_lists_each_change(capsys: pytest.CaptureFixture[str], folder: Path
 
 
 def test_verbose_lists_files(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
-    code, out, _ = run(capsys, "index", str(folder), "-v")
+    code, out, _ = run(capsys, "index", str(folder), "--verbose")
     assert code == 0
     assert sum(line.strip().startswith("new: ") for line in out.splitlines()) == 5
 

@@ -32,13 +32,14 @@ def test_the_page_runs_as_written(tmp_path: Path) -> None:
     }
     script = tmp_path / "serve_static.py"
     script.write_text(next(b for b in blocks("python") if "ThreadingHTTPServer" in b))
-    config = json.loads(next(b for b in blocks("json") if "staticWado" in b))
+    config = json.loads(next(b for b in blocks("json") if "staticWado" in b))  # a whole file, as written
+    entry = config["dataSources"][0]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     for key in ("wadoRoot", "qidoRoot"):
-        config["configuration"][key] = config["configuration"][key].replace(":8000", f":{port}")
-    (tmp_path / "static.json").write_text(json.dumps({"dataSources": [config]}))
+        entry["configuration"][key] = entry["configuration"][key].replace(":8000", f":{port}")
+    (tmp_path / "static.json").write_text(json.dumps(config))
     server = subprocess.Popen([sys.executable, str(script), str(tmp_path / "tree"), str(port)])
     try:
         deadline = time.monotonic() + 20

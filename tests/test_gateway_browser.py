@@ -47,7 +47,9 @@ TOKEN_FORM = (255, 244, 214)  # the "needs a token" bar, #fff4d6
 WIDTH, HEIGHT = 1280, 800
 
 
-def chromium(tmp_path: Path, url: str, *, screenshot: Path | None = None) -> str:
+def chromium(
+    tmp_path: Path, url: str, *, screenshot: Path | None = None, size: tuple[int, int] = (WIDTH, HEIGHT)
+) -> str:
     assert CHROMIUM is not None, "chromium is required (DATASOURCES_REQUIRE_CHROMIUM=1) but not installed"
     profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
     args = [
@@ -60,7 +62,7 @@ def chromium(tmp_path: Path, url: str, *, screenshot: Path | None = None) -> str
         "--disable-sync",
         "--no-first-run",
         f"--user-data-dir={profile}",
-        f"--window-size={WIDTH},{HEIGHT}",
+        f"--window-size={size[0]},{size[1]}",
         "--virtual-time-budget=15000",  # let the page's fetches finish before the capture
     ]
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
@@ -101,8 +103,8 @@ def test_the_search_box_and_the_dom_after_the_scripts(tmp_path: Path) -> None:
     with served(create_app(Host())) as server:
         dom = chromium(tmp_path, f"{server.url}/?q=garcia")
         searches = [h.path for h in server.hits("/studies")]
-    assert "GARCIA JOSE" in dom and "CT ABDOMEN PELVIS W CONTRAST" in dom
-    assert "LEE, ANNA K" not in dom and "MÜLLER KLAUS" not in dom
+    assert "GARCIA, JOSE" in dom and "CT ABDOMEN PELVIS W CONTRAST" in dom
+    assert "LEE, ANNA K" not in dom and "MÜLLER, KLAUS" not in dom
     assert "1 study matching “garcia”" in dom
     assert len(searches) == 4  # name, ID, accession and description, merged
     with served(create_app(Host())) as server:
@@ -130,3 +132,74 @@ def test_without_the_token_the_page_asks_for_it(tmp_path: Path) -> None:
         assert [h.status for h in server.hits("/") if h.path == "/"] == [200]
     _, counts = colours(shot)
     assert counts.get(TOKEN_FORM, 0) > WIDTH * 20 and SELECTED not in counts
+
+
+# Run in the page after its scripts: every box of the study panel against every box of the
+# series panel, the cells of each row against each other, the series cards against each
+# other, and nothing wider than its panel; the findings are written into the DOM.
+LAYOUT_CHECK = """
+<script>
+(async () => {
+  const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+  for (let i = 0; i < 300 && !(document.querySelectorAll("#series li").length &&
+       document.querySelectorAll("#studies tbody tr").length); i++) await wait(50);
+  await wait(300);
+  const box = (e) => e.getBoundingClientRect();
+  const hit = (a, b) =>
+    a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5;
+  const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + e.className : "");
+  const visible = (e) => { const r = box(e); return r.width > 0 && r.height > 0; };
+  const problems = [];
+  const left = [...document.querySelectorAll("#studies-panel, #studies-panel *")].filter(visible);
+  const right = [...document.querySelectorAll("#series-panel, #series-panel *")].filter(visible);
+  for (const a of left) for (const b of right) if (hit(box(a), box(b))) problems.push(name(a) + " over " + name(b));
+  for (const [panel, inside] of [["studies-panel", left], ["series-panel", right]]) {
+    const edge = box(document.getElementById(panel));
+    for (const e of inside) if (box(e).right > edge.right + 0.5) problems.push(name(e) + " sticks out of " + panel);
+  }
+  const pairs = (list, what) => list.forEach((a, i) => list.slice(i + 1).forEach((b) => {
+    if (hit(box(a), box(b))) problems.push(`${what}: ${a.textContent.slice(0, 30)} over ${b.textContent.slice(0, 30)}`);
+  }));
+  for (const row of document.querySelectorAll("tr")) pairs([...row.children], "cells");
+  pairs([...document.querySelectorAll("#series li")], "series");
+  const [header, main] = [document.querySelector("header"), document.querySelector("main")];
+  if (hit(box(header), box(main))) problems.push("header over main");
+  const out = document.createElement("pre");
+  out.id = "layout";
+  out.textContent = JSON.stringify({
+    problems: problems.slice(0, 20), count: problems.length,
+    rows: document.querySelectorAll("#studies tbody tr").length,
+    series: document.querySelectorAll("#series li").length,
+    names: [...document.querySelectorAll("#studies tbody td:first-child")].map((td) => td.textContent),
+  });
+  document.body.appendChild(out);
+})();
+</script>
+"""
+
+
+@pytest.mark.parametrize("size", [(1400, 900), (1024, 768)], ids=["1400x900", "1024x768"])
+def test_no_boxes_overlap_and_names_are_formatted_one_way(tmp_path: Path, size: tuple[int, int]) -> None:
+    import json
+    import re
+
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    page = (Path(__file__).resolve().parents[1] / "core/datasources/gateway/static/index.html").read_text()
+
+    async def checked_page(request: object) -> HTMLResponse:
+        return HTMLResponse(page.replace("</body>", LAYOUT_CHECK + "</body>"))
+
+    app = create_app(Host())
+    app.router.routes.insert(0, Route("/layout-check", checked_page))  # the real page, with the check after it
+    with served(app) as server:
+        dom = chromium(tmp_path, f"{server.url}/layout-check?study={LEE_CT}", size=size)
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dom, flags=re.S)
+    assert found, "the layout check did not run"
+    report = json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    assert report["rows"] == 6 and report["series"] == 2, report
+    assert report["problems"] == [], report
+    # every name "FAMILY, GIVEN MIDDLE", whatever the number of components
+    assert "GARCIA, JOSE" in report["names"] and "LEE, ANNA K" in report["names"], report["names"]
+    assert all(re.fullmatch(r"[^,^]+, [^,^]+", n) for n in report["names"]), report["names"]

@@ -33,6 +33,7 @@ __all__ = [
     "HelperNotFoundError",
     "InterfaceError",
     "InvalidQueryError",
+    "InvalidQueryValueError",
     "MalformedResponseError",
     "NotFoundError",
     "NotSupportedError",
@@ -196,6 +197,18 @@ class NotSupportedError(DataSourcesError, NotImplementedError):
 
 class InvalidQueryError(ClientInputError):
     """A search filter is not a DICOM keyword or tag, or its value is malformed."""
+
+
+class InvalidQueryValueError(InvalidQueryError):
+    """A filter's value is not a valid date, time, UID or number for its key; names the key as given."""
+
+    def __init__(self, key: str, value: object, expected: str) -> None:
+        self.key = key
+        self.value = value
+        self.expected = expected
+        shown = repr(value)
+        shown = shown if len(shown) <= 120 else f"{shown[:100]}... ({len(shown)} characters)"
+        super().__init__(f"{key}: {shown} is not {expected}")
 
 
 class DatasetError(ClientInputError):

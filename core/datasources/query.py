@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
 
-from .errors import InvalidQueryError
-from .naturalize import _keyword_table, is_tag, keyword_for_tag, tag_for_keyword
+from .errors import InvalidQueryError, InvalidQueryValueError
+from .naturalize import _keyword_table, is_tag, keyword_for_tag, tag_for_keyword, vr_for_keyword, vr_for_tag
 
 __all__ = ["LEVELS", "OHIF_ALIASES", "SearchQuery", "parse_search"]
 
@@ -164,11 +165,111 @@ def _includefield(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_filter_key(p) for p in parts))
 
 
-def _date_text(value: Any) -> str:
-    text = _value_text(value).replace("-", "") if isinstance(value, str) else _value_text(value)
-    if len(text) != 8 or not text.isdigit():
-        raise InvalidQueryError(f"a date must be YYYYMMDD (or YYYY-MM-DD), not {_shown(value)}")
+_DATE = r"\d{8}|\d{4}-\d{2}-\d{2}|\d{4}\.\d{2}\.\d{2}"  # the last: ACR-NEMA's form
+_BOUND = rf"{_DATE}|\d{{6}}|\d{{4}}"  # a range may be bounded by a year or a month: 2020-, 202003-202006
+_DATE_RANGE = re.compile(rf"(?P<one>{_DATE})|(?P<start>{_BOUND})?-(?P<end>{_BOUND})?")
+_TIME = re.compile(r"(?P<h>\d{2})(?::?(?P<m>\d{2})(?::?(?P<s>\d{2})(?:\.\d{1,6})?)?)?")
+_DATETIME = re.compile(r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?:[+-]\d{4})?")
+_UID = re.compile(r"(?:0|[1-9]\d*)(?:\.(?:0|[1-9]\d*))*")
+_INT = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_DATE_EXPECTED = "a date (YYYYMMDD or YYYY-MM-DD) or a range of dates (20200101-20201231, 20200101-, -20201231)"
+
+
+def _one_date(key: str, original: Any, text: str) -> str:
+    digits = text.replace("-", "").replace(".", "")
+    try:
+        _dt.date(int(digits[:4]), int(digits[4:6] or 1), int(digits[6:8] or 1))
+    except ValueError:
+        raise InvalidQueryValueError(key, original, _DATE_EXPECTED) from None
+    return digits
+
+
+def _date_range(key: str, value: str) -> str:
+    match = _DATE_RANGE.fullmatch(value.strip())
+    if match is None or value.strip() == "-":
+        raise InvalidQueryValueError(key, value, _DATE_EXPECTED)
+    if match["one"]:
+        return _one_date(key, value, match["one"])
+    start = _one_date(key, value, match["start"]) if match["start"] else ""
+    end = _one_date(key, value, match["end"]) if match["end"] else ""
+    if start and end and start > end:
+        raise InvalidQueryValueError(key, value, f"{_DATE_EXPECTED}: the range ends before it starts")
+    return f"{start}-{end}"
+
+
+def _time(key: str, original: str, text: str) -> str:
+    match = _TIME.fullmatch(text)
+    if match is None or int(match["h"]) > 23 or int(match["m"] or 0) > 59 or int(match["s"] or 0) > 60:
+        raise InvalidQueryValueError(key, original, "a time (HHMMSS.FFFFFF, HH:MM:SS, HHMM or HH) or a range of times")
+    return text.replace(":", "")
+
+
+def _ranged(key: str, value: str, one: Any) -> str:
+    start, sep, end = value.partition("-")
+    if not sep:
+        return one(key, value, value)
+    if not start and not end:
+        raise InvalidQueryValueError(key, value, "a value or a range (A-B, A-, -B)")
+    return f"{one(key, value, start) if start else ''}-{one(key, value, end) if end else ''}"
+
+
+def _datetime(key: str, original: str, text: str) -> str:
+    if _DATETIME.fullmatch(text) is None:
+        raise InvalidQueryValueError(key, original, "a date-time (YYYYMMDDHHMMSS.FFFFFF&ZZXX, from YYYY) or a range")
     return text
+
+
+def _uid(key: str, value: str) -> str:
+    for uid in value.split(","):  # QIDO-RS also lists UIDs with commas
+        uid = uid.strip()
+        if "*" in uid or "?" in uid:  # a prefix search some sources answer: the rest must still be a UID
+            uid = re.sub(r"[*?]", "", uid) or "0"
+            uid = uid.strip(".") or "0"
+        if len(uid) > 64 or _UID.fullmatch(uid) is None:
+            raise InvalidQueryValueError(key, value, "a UID (digits and dots, at most 64 characters)")
+    return value
+
+
+def _number(key: str, value: str, vr: str) -> str:
+    whole = vr not in ("DS", "FL", "FD")
+    text = value.strip()
+    if _DECIMAL.fullmatch(text) is None or (whole and _INT.fullmatch(text) is None and not float(text).is_integer()):
+        raise InvalidQueryValueError(key, value, f"{'a whole number' if whole else 'a number'} (the key is numeric)")
+    return value.strip()
+
+
+_NUMERIC_VRS = frozenset({"IS", "DS", "US", "UL", "SS", "SL", "SV", "UV", "FL", "FD"})
+
+
+def _check_value(name: str, key: str, value: str | list[str]) -> str | list[str]:
+    """``value`` checked against the VR of ``key`` (dates, times, UIDs, numbers); errors name ``name``."""
+    last = key.rsplit(".", 1)[-1]
+    vr = vr_for_tag(last) if is_tag(last) else vr_for_keyword(last)
+    if vr is None or vr not in ("DA", "TM", "DT", "UI", *_NUMERIC_VRS):
+        return value
+    items = value if isinstance(value, list) else value.split("\\")
+    if vr == "DA":
+        checked = [_date_range(name, v) for v in items]
+    elif vr == "TM":
+        checked = [_ranged(name, v, _time) for v in items]
+    elif vr == "DT":
+        checked = [_ranged(name, v, _datetime) for v in items]
+    elif vr == "UI":
+        checked = [_uid(name, v) for v in items]
+    else:
+        checked = [_number(name, v, vr) for v in items]
+    if isinstance(value, list):
+        return checked
+    return "\\".join(checked)
+
+
+def _date_text(name: str, value: Any) -> str:
+    """A ``startDate``/``endDate`` value: one date, YYYYMMDD or YYYY-MM-DD (or a date object)."""
+    text = _value_text(value.date() if isinstance(value, _dt.datetime) else value)
+    if re.fullmatch(_DATE, text) is None:
+        raise InvalidQueryValueError(name, value, "a date (YYYYMMDD or YYYY-MM-DD)")
+    return _one_date(name, value, text)
 
 
 @attrs.frozen
@@ -229,7 +330,11 @@ def parse_search(level: str, filters: Mapping[str, Any] | None = None, /, **kwar
     if start or end:
         if given.get("StudyDate"):
             raise InvalidQueryError("give StudyDate or startDate/endDate, not both")
-        out["StudyDate"] = f"{_date_text(start) if start else ''}-{_date_text(end) if end else ''}"
+        first = _date_text("startDate", start) if start else ""
+        last = _date_text("endDate", end) if end else ""
+        if first and last and first > last:
+            raise InvalidQueryValueError("endDate", end, f"a date on or after startDate ({start!r})")
+        out["StudyDate"] = f"{first}-{last}"
 
     for name, value in given.items():
         key = _filter_key(name)
@@ -238,7 +343,7 @@ def parse_search(level: str, filters: Mapping[str, Any] | None = None, /, **kwar
             continue
         if key in out:
             raise InvalidQueryError(f"{key} is given twice (as {_shown(name)} and another name)")
-        out[key] = normalized
+        out[key] = _check_value(name, key, normalized)
 
     limit = _non_negative_int("limit", control.get("limit"))
     offset = _non_negative_int("offset", control.get("offset")) or 0

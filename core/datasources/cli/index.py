@@ -43,9 +43,7 @@ def index(
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links that stay inside the folder.")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any file was skipped.")] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="List every file indexed, updated or removed.")
-    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="List every file indexed, updated or removed.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Index a folder of DICOM files (headers only; unchanged files are not read again)."""

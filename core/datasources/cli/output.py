@@ -18,9 +18,25 @@ from rich.table import Table
 
 from ..errors import DataSourcesError
 
+
+class PipeClosed(Exception):
+    """stdout's reader went away (``| head``): ``main`` exits quietly.
+
+    Not an ``OSError``: click would turn one with ``EPIPE`` into ``sys.exit(1)``.
+    """
+
+
+class _Console(Console):
+    """A rich console that lets a broken pipe reach ``main`` (rich's own exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise PipeClosed
+
+
 # piped output is not a terminal: rich would squeeze tables into 80 columns, so give it room
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-err = Console(stderr=True, soft_wrap=True)
+out = _Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+err = _Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -50,20 +66,15 @@ def _progress_bar() -> Any:
 
 
 def _show(rows: Any, json_output: bool, title: str, columns: Iterable[tuple[str, str]]) -> None:
-    """Search results as JSON or a table, after a warning for any backend that failed."""
-    _note_failures(rows)
+    """Search results as JSON or a table.
+
+    A backend of a source over several (merge) that failed is said once, by the source's own
+    warning on the ``datasources.merge`` logger, shown on stderr as ``warning: ...``.
+    """
     if json_output:
         _print_json(rows)
     else:
         out.print(_table(title, rows, columns))
-
-
-def _note_failures(rows: Any) -> None:
-    """A source over several backends (merge) returns rows with ``failures``: say which, on stderr."""
-    from ..errors import safe_message
-
-    for member, exc in (getattr(rows, "failures", None) or {}).items():
-        err.print(f"warning: {member} failed: {safe_message(exc)}", markup=False, highlight=False)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -72,8 +83,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _run(func: Callable[[], T]) -> T:
+    """``func()``; a data-source error is one line and exit 1 (a bad query, typed by the user: exit 2)."""
+    from ..errors import InvalidQueryError
+
     try:
         return func()
+    except InvalidQueryError as exc:
+        raise _fail(_escape(str(exc)), code=2) from None
     except DataSourcesError as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
@@ -87,15 +103,22 @@ def _escape(text: str) -> str:
 
 
 def _host(config: Path | None, strict: bool = False) -> Any:
+    """The host of ``--config`` given after the command, else before it, else the bundled sample."""
     from ..host import Host
+    from .globalopts import STATE
 
-    return _run(lambda: Host.from_config(config, strict=strict))
+    chosen = config if config is not None else STATE.config
+    return _run(lambda: Host.from_config(chosen, strict=strict))
 
 
 def _print_json(data: Any) -> None:
     import orjson
 
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    try:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise PipeClosed from None
 
 
 def _text(value: Any) -> str:

@@ -10,6 +10,7 @@ from .output import (
     ConfigOpt,
     JsonOpt,
     SourceOpt,
+    _escape,
     _fail,
     _host,
     _parse_filters,
@@ -67,7 +68,7 @@ def series(
     """List the series of a study."""
     host = _host(config)
     ds = _run(lambda: host.get_data_source(source))
-    rows = _run(lambda: ds.query.series.search(study_uid))
+    rows = _search_series(ds, study_uid)
     _show(
         rows,
         json_output,
@@ -80,6 +81,26 @@ def series(
             ("SeriesInstanceUID", "SeriesInstanceUID"),
         ],
     )
+
+
+def _search_series(ds: Any, study_uid: str) -> Any:
+    """The series of a study; a study the source does not hold is exit 1 on every source.
+
+    Some backends raise ``NotFoundError`` for an unknown study, others (a QIDO-RS server)
+    answer no rows: a study always has a series, so both mean "not found".
+    """
+    from ..errors import NotFoundError
+
+    def search() -> Any:
+        try:
+            return ds.query.series.search(study_uid)
+        except NotFoundError:
+            return []
+
+    rows = _run(search)
+    if not rows and not getattr(rows, "failures", None):
+        raise _fail(_escape(f"study {study_uid!r} was not found in data source {ds.name!r}"))
+    return rows
 
 
 def metadata(
@@ -95,7 +116,7 @@ def metadata(
     _run(lambda: ds.retrieve.series.metadata(study_uid, series_instance_uids=series_uid or None))
     study = host.metadata_store.get_study(study_uid)
     if study is None:
-        raise _fail(f"study {study_uid!r} was not found in {ds.name!r}")
+        raise _fail(_escape(f"study {study_uid!r} was not found in data source {ds.name!r}"))
     wanted = set(series_uid or ())
     chosen = [s for s in study["series"] if not wanted or s["SeriesInstanceUID"] in wanted]
     if json_output:
@@ -122,6 +143,6 @@ def metadata(
 
 def register(app: typer.Typer) -> None:
     """Add ``studies``, ``series`` and ``metadata`` to the ``datasources`` command."""
-    app.command("studies", context_settings={"help_option_names": ["-h", "--help"]})(studies)
+    app.command("studies")(studies)
     app.command("series")(series)
     app.command("metadata")(metadata)

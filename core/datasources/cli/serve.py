@@ -3,6 +3,10 @@
 The bearer token is read from an environment variable named with ``--token-env``, never from
 the command line (a command line is visible to every user of the machine in ``ps``) and never
 printed or logged. ``--port 0`` picks a free port; the first line printed names the address.
+
+``--workers N`` runs N uvicorn worker processes on the one listening socket; each builds its
+own app through the factory (:mod:`datasources.gateway.factory`) from the same configuration
+and options, passed in the environment, and Prometheus metrics are kept in files they share.
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from typing import Annotated
 
+import orjson
 import typer
 
+from .globalopts import STATE, parse_level
 from .output import ConfigOpt, StrictOpt, _escape, _fail, _host, _run, err, out
 
 __all__ = ["register", "serve"]
@@ -50,7 +58,22 @@ PublicOpt = Annotated[
         "--public-url", help="The gateway's URL as clients see it, behind a reverse proxy (for URLs in answers)."
     ),
 ]
-LogOpt = Annotated[str, typer.Option("--log-level", help="critical, error, warning, info or debug.")]
+LogOpt = Annotated[
+    str | None, typer.Option("--log-level", "-v", help="critical, error, warning, info or debug. Default: info.")
+]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text, or json: one JSON object a line.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Worker processes on the one socket.", min=1, max=64)]
+CacheOpt = Annotated[
+    str | None,
+    typer.Option("--cache", help="redis://host:port/db: a metadata and QIDO cache shared by workers and machines."),
+]
+PublicHealthOpt = Annotated[
+    bool, typer.Option("--public-health", help="Answer /healthz and /readyz without the token (for load balancers).")
+]
+GraceOpt = Annotated[
+    float,
+    typer.Option("--graceful-timeout", help="Seconds requests in flight may take to finish at shutdown.", min=0),
+]
 
 
 def _is_loopback(address: str) -> bool:
@@ -63,9 +86,18 @@ def _is_loopback(address: str) -> bool:
 
 
 def _listen(address: str, port: int) -> socket.socket:
+    """The listening socket, made as TCP (``IPPROTO_TCP``) with ``TCP_NODELAY``.
+
+    asyncio sets ``TCP_NODELAY`` on accepted connections only when the socket's ``proto`` is
+    ``IPPROTO_TCP``; a socket made with ``socket(family, SOCK_STREAM)`` has proto 0, and then
+    every answer after the first on a kept-alive connection waited ~40 ms (Nagle's algorithm
+    against the client's delayed ACK). Linux copies ``TCP_NODELAY`` from the listening socket
+    to the accepted ones too, so both ways hold.
+    """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((address.strip("[]"), port))
     except OSError as exc:
@@ -86,19 +118,31 @@ def serve(
     cors: CorsOpt = None,
     metadata_ttl: TtlOpt = 30.0,
     public_url: PublicOpt = None,
-    log_level: LogOpt = "info",
+    log_level: LogOpt = None,
     strict: StrictOpt = False,
+    workers: WorkersOpt = 1,
+    cache: CacheOpt = None,
+    public_health: PublicHealthOpt = False,
+    log_format: LogFormatOpt = "text",
+    graceful_timeout: GraceOpt = 10.0,
 ) -> None:
     """Serve the configured sources as DICOMweb (QIDO-RS, WADO-RS, STOW-RS) and a study browser."""
     try:
         import uvicorn
 
+        from ..gateway.access_log import configure_logging
         from ..gateway.app import create_app
+        from ..gateway.factory import CONFIG_VARIABLE, OPTIONS_VARIABLE
     except ImportError as exc:
-        raise _fail(f"the gateway needs {exc.name}: pip install 'datasources[gateway]'") from None
-    level = log_level.lower()
-    if level not in ("critical", "error", "warning", "info", "debug"):
-        raise _fail(f"--log-level {log_level!r}: use critical, error, warning, info or debug", code=2)
+        raise _fail(
+            _escape(
+                f"the gateway needs {exc.name}, from the gateway extra: pip install 'datasources[gateway]' "
+                "(from a checkout of the repository: pip install -e '.[gateway]')"
+            )
+        ) from None
+    level = parse_level(log_level) or STATE.log_level or "info"
+    if log_format not in ("text", "json"):
+        raise _fail(f"--log-format {log_format!r}: use text or json", code=2)
     token = None
     if token_env is not None:
         token = os.environ.get(token_env, "").strip()
@@ -110,18 +154,17 @@ def serve(
             "this address can read (and store into) the served sources; see --token-env",
             highlight=False,
         )
+    options = {
+        "sources": source or None,
+        "cors_origins": cors or None,
+        "default_source": default,
+        "metadata_ttl": metadata_ttl,
+        "public_url": public_url,
+        "cache": cache,
+        "public_health": public_health,
+    }
     host = _host(config, strict)
-    app = _run(
-        lambda: create_app(
-            host,
-            sources=source or None,
-            token=token,
-            cors_origins=cors or None,
-            default_source=default,
-            metadata_ttl=metadata_ttl,
-            public_url=public_url,
-        )
-    )
+    app = _run(lambda: create_app(host, token=token, **options))  # checks everything before any worker starts
     gateway = app.state.gateway
     sock = _listen(listen_host, port)
     bound = sock.getsockname()[1]
@@ -133,13 +176,37 @@ def serve(
         out.print(f"  {name}: {base}/{name}/dicom-web{marker}", highlight=False)
     if token is not None:
         out.print(f"  clients must send Authorization: Bearer <the value of ${token_env}>", highlight=False)
+    if workers > 1:
+        out.print(f"  {workers} worker processes", highlight=False)
     sys.stdout.flush()
-    logging.basicConfig(level=level.upper(), format="%(levelname)s: %(name)s: %(message)s")
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level=level, server_header=False, proxy_headers=False, timeout_graceful_shutdown=5)
-    )
+    configure_logging(log_format, level)
+    logging.getLogger().setLevel(level.upper())
+    common = {
+        "log_level": level,
+        "log_config": None,  # the gateway's handlers (configure_logging), not uvicorn's dictConfig
+        "access_log": False,  # ours masks secret query values; uvicorn's prints them
+        "server_header": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": graceful_timeout,
+    }
     try:
-        server.run(sockets=[sock])
+        if workers == 1:
+            uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])
+            return
+        from uvicorn.supervisors import Multiprocess
+
+        # each worker imports the factory and reads these (the token stays in its own variable)
+        metrics_dir = tempfile.mkdtemp(prefix="datasources-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ[CONFIG_VARIABLE] = str(config.resolve()) if config is not None else ""
+        os.environ[OPTIONS_VARIABLE] = orjson.dumps(
+            {**options, "token_env": token_env, "log_format": log_format, "log_level": level, "strict": strict}
+        ).decode()
+        try:
+            server_config = uvicorn.Config("datasources.gateway:create_app", factory=True, workers=workers, **common)
+            Multiprocess(server_config, sockets=[sock]).run()
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         sock.close()
 

@@ -5,6 +5,11 @@ Files and folders (walked recursively, hidden names skipped) are sent through th
 and the progress bar moves with every batch whatever the source. The summary lists each
 instance with what the backend said (stored, stored with a warning, refused and why).
 
+Each file is read and checked first (``cli/dicomfiles.py``): Part-10 files without preamble
+and bare datasets are accepted (the summary says how they were read), a file that does not
+parse is refused by name and never sent, and a SOP Instance UID seen twice in one run is
+refused the second time, naming the first file.
+
 Exit codes: 0 every instance stored (warnings included), 1 any instance refused or an error
 (the instances sent before the error are still listed), 2 a usage error.
 """
@@ -18,9 +23,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import attrs
 import typer
 
 from ..errors import DataSourcesError
+from ..results import InstanceOutcome
+from .dicomfiles import Prepared, prepare, refuse_duplicates
 from .output import ConfigOpt, JsonOpt, SourceOpt, _escape, _fail, _host, _print_json, _progress_bar, _run, out
 
 __all__ = ["collect_files", "register", "store"]
@@ -69,6 +77,31 @@ def _accepted_options(func: Callable[..., Any], options: dict[str, Any]) -> dict
     return {k: v for k, v in options.items() if k in names}
 
 
+def _send_batch(send: Callable[..., Any], options: dict[str, Any], batch: list[Prepared]) -> list[Any]:
+    """Send the files of ``batch`` that can be sent; every file's outcome, in the batch's order.
+
+    A file read another way than as Part-10 goes as a Dataset, so the source names it by
+    position: its outcome is given back its path, and how it was read is added to the reason.
+    """
+    refused = [
+        InstanceOutcome("failed", p.sop_instance_uid, p.sop_class_uid, p.error, origin=p.origin)
+        for p in batch
+        if p.error is not None
+    ]
+    sendable = [p for p in batch if p.error is None]
+    sent: list[Any] = []
+    if sendable:
+        by_uid = {p.sop_instance_uid: p for p in sendable}
+        for outcome in send([p.item for p in sendable], **options).outcomes:
+            known = by_uid.get(outcome.sop_instance_uid)
+            if known is not None:
+                reason = "; ".join(r for r in (known.note, outcome.reason) if r) or None
+                outcome = attrs.evolve(outcome, origin=known.origin, reason=reason)
+            sent.append(outcome)
+    order = {p.origin: i for i, p in enumerate(batch)}
+    return sorted(refused + sent, key=lambda o: order.get(o.origin or "", len(order)))
+
+
 def _row(outcome: Any) -> dict[str, Any]:
     return {
         "file": outcome.origin,
@@ -106,17 +139,17 @@ def store(
 
     outcomes: list[Any] = []
     problem: str | None = None
+    seen: dict[str, str] = {}
     started = time.perf_counter()
     with _progress_bar() as bar:
         task = bar.add_task(f"storing in {ds.name}", total=len(paths))
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
             try:
-                result = send(chunk, **options)
+                outcomes.extend(_send_batch(send, options, refuse_duplicates([prepare(p) for p in chunk], seen)))
             except DataSourcesError as exc:
                 problem = str(exc)
                 break
-            outcomes.extend(result.outcomes)
             bar.update(task, completed=min(len(paths), start + len(chunk)))
     seconds = time.perf_counter() - started
 

@@ -7,18 +7,23 @@ thread pool, never on the event loop.
 
 This module only assembles: the route table below names every endpoint, and the handlers
 live in their own modules (:mod:`.qido`, :mod:`.wado_metadata`, :mod:`.wado_frames`,
-:mod:`.stow`, :mod:`.browser`), which reach the :class:`~.state.Gateway` through the request
-and never import this module.
+:mod:`.stow`, :mod:`.browser`, :mod:`.health`, :mod:`.metrics`), which reach the
+:class:`~.state.Gateway` through the request and never import this module. The production
+parts are registered here too: :mod:`.observe` (with its sinks :mod:`.access_log`,
+:mod:`.metrics` and :mod:`.health`), :mod:`.lifecycle` (graceful shutdown),
+:mod:`.redis_cache` (the shared cache) and :mod:`.factory` (settings from the environment).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from .http_errors import exception_handlers, status_for
 from .middleware import middleware_stack
+from .observe import note
 from .state import Gateway
 
 if TYPE_CHECKING:
@@ -28,6 +33,8 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from ..host import Host
+
+    Handler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 
 __all__ = ["Gateway", "create_app", "status_for"]
 
@@ -73,15 +80,23 @@ def dicomweb_table() -> list[tuple[str, Endpoint, list[str]]]:
     ]
 
 
-def routes() -> list[BaseRoute]:
-    """Every route of the gateway: DICOMweb under the default and each named source, then the browser."""
+def routes(metrics: bool = True) -> list[BaseRoute]:
+    """Every route of the gateway: DICOMweb under the default and each named source, health, metrics, the browser."""
     from starlette.routing import Mount, Route
 
-    from . import browser
+    from . import browser, health
 
     table = dicomweb_table()
     out: list[BaseRoute] = [Route(f"/dicom-web{path}", endpoint, methods=methods) for path, endpoint, methods in table]
     out += [Route(f"/{{source}}/dicom-web{path}", endpoint, methods=methods) for path, endpoint, methods in table]
+    out += [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+    ]
+    if metrics:
+        from .metrics import metrics_endpoint
+
+        out.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     out += [
         Route("/", browser.index, methods=["GET"]),
         Route("/favicon.ico", browser.favicon, methods=["GET"]),
@@ -91,8 +106,35 @@ def routes() -> list[BaseRoute]:
     return out
 
 
+def _noting(handler: Handler) -> Handler:
+    """An error handler that also puts the error in the request's record (last error, backend error metrics)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        note(error=exc)
+        return await handler(request, exc)
+
+    return handle
+
+
+_DEFAULTS: dict[str, Any] = {
+    "sources": None,
+    "token": None,
+    "cors_origins": None,
+    "default_source": None,
+    "metadata_ttl": 30.0,
+    "max_cached_studies": 200,
+    "max_stow_bytes": 1 << 30,
+    "public_url": None,
+    "gzip": True,
+    "cache": None,
+    "public_health": False,
+    "metrics": True,
+    "access_log": True,
+}
+
+
 def create_app(
-    host: Host,
+    host: Host | str | os.PathLike[str] | None = None,
     *,
     sources: Sequence[str] | None = None,
     token: str | None = None,
@@ -103,35 +145,88 @@ def create_app(
     max_stow_bytes: int = 1 << 30,
     public_url: str | None = None,
     gzip: bool = True,
+    cache: str | None = None,
+    public_health: bool = False,
+    metrics: bool = True,
+    access_log: bool = True,
 ) -> Starlette:
     """The ASGI application serving ``host``'s sources (all, or ``sources``) as DICOMweb.
 
-    ``token``: when given, every request but the browser page needs ``Authorization:
-    Bearer <token>``. ``cors_origins``: origins a browser viewer may call from (``["*"]``
-    for any). ``metadata_ttl``: seconds a study's metadata is served from the store before
-    it is fetched again. ``public_url``: the gateway's address as clients see it, when a
-    reverse proxy stands in front (URLs in answers are built from it).
+    ``host``: a :class:`~datasources.Host`, or a configuration file, or None: then the file
+    named by ``DATASOURCES_CONFIG`` and the options in ``DATASOURCES_GATEWAY`` (see
+    :mod:`.factory`; keyword arguments given here win), so ASGI servers can call it as a factory.
+
+    ``token``: when given, every request but the browser page (and ``/healthz``, ``/readyz``
+    with ``public_health``) needs ``Authorization: Bearer <token>``. ``cors_origins``: origins
+    a browser viewer may call from (``["*"]`` for any). ``metadata_ttl``: seconds a study's
+    metadata is served from the store before it is fetched again. ``public_url``: the
+    gateway's address as clients see it, when a reverse proxy stands in front (URLs in
+    answers are built from it). ``cache``: a ``redis://`` URL for a metadata and QIDO cache
+    shared by workers and machines, with the same TTL and bounds.
     """
     try:
         from starlette.applications import Starlette
+        from starlette.middleware import Middleware
     except ImportError as exc:  # pragma: no cover - the extra is documented
         raise ConfigurationError("the gateway needs Starlette: pip install 'datasources[gateway]'") from exc
+    from ..host import Host
+    from .health import Health
+    from .lifecycle import Drain, lifespan
+    from .observe import Observe
 
+    settings = {
+        "sources": sources, "token": token, "cors_origins": cors_origins, "default_source": default_source,
+        "metadata_ttl": metadata_ttl, "max_cached_studies": max_cached_studies, "max_stow_bytes": max_stow_bytes,
+        "public_url": public_url, "gzip": gzip, "cache": cache, "public_health": public_health,
+        "metrics": metrics, "access_log": access_log,
+    }  # fmt: skip
+    if not isinstance(host, Host):
+        from .factory import load
+
+        host, from_env = load(host)
+        for key, value in from_env.items():
+            if settings[key] == _DEFAULTS[key]:
+                settings[key] = value
+    token = settings["token"]
     if token is not None and not token.strip():
         raise ConfigurationError("gateway: the token is empty")
+    shared = None
+    if settings["cache"]:
+        from .redis_cache import RedisCache
+
+        shared = RedisCache(settings["cache"], ttl=settings["metadata_ttl"], max_studies=settings["max_cached_studies"])
     gateway = Gateway(
         host,
-        sources=sources,
-        default_source=default_source,
-        metadata_ttl=metadata_ttl,
-        max_cached_studies=max_cached_studies,
-        max_stow_bytes=max_stow_bytes,
-        public_url=public_url,
+        sources=settings["sources"],
+        default_source=settings["default_source"],
+        metadata_ttl=settings["metadata_ttl"],
+        max_cached_studies=settings["max_cached_studies"],
+        max_stow_bytes=settings["max_stow_bytes"],
+        public_url=settings["public_url"],
+        shared_cache=shared,
     )
+    health = Health(gateway, shared)
+    sinks: list[Callable[[Any], None]] = [health]
+    if settings["metrics"]:
+        from .metrics import MetricsSink
+
+        sinks.append(MetricsSink())
+    if settings["access_log"]:
+        from .access_log import AccessLog
+
+        sinks.append(AccessLog())
+    public = ("/healthz", "/readyz") if settings["public_health"] else ()
+    middleware = [
+        Middleware(Observe, sinks=sinks, default_source=gateway.default_source),
+        *middleware_stack(token, settings["cors_origins"], settings["gzip"], also_public=public),
+        Middleware(Drain, health=health),
+    ]
     app = Starlette(
-        routes=routes(),
-        middleware=middleware_stack(token, cors_origins, gzip),
-        exception_handlers=exception_handlers(),
+        routes=routes(metrics=settings["metrics"]),
+        middleware=middleware,
+        exception_handlers={kind: _noting(handler) for kind, handler in exception_handlers().items()},
+        lifespan=lifespan(health),
     )
     app.state.gateway = gateway
+    app.state.health = health
     return app

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from .http_errors import error_response
@@ -92,8 +92,13 @@ class ForwardAuthorization:
             await self.app(scope, receive, send)
 
 
-def middleware_stack(token: str | None, cors_origins: Sequence[str] | None, gzip: bool) -> list[Middleware]:
-    """The middleware, outermost first: CORS (so a 401 still carries its headers), gzip, the token."""
+def middleware_stack(
+    token: str | None, cors_origins: Sequence[str] | None, gzip: bool, also_public: Collection[str] = ()
+) -> list[Middleware]:
+    """The middleware, outermost first: CORS (so a 401 still carries its headers), gzip, the token.
+
+    ``also_public``: paths served without the token too (``/healthz`` with ``--public-health``).
+    """
     from starlette.middleware import Middleware
 
     middleware: list[Middleware] = []
@@ -115,6 +120,8 @@ def middleware_stack(token: str | None, cors_origins: Sequence[str] | None, gzip
 
         middleware.append(Middleware(GZipMiddleware, minimum_size=4096, compresslevel=1))
     if token is not None:
-        middleware.append(Middleware(BearerAuth, token=token.strip(), public=public_path))
+        extra = frozenset(also_public)
+        public = (lambda path: public_path(path) or path in extra) if extra else public_path
+        middleware.append(Middleware(BearerAuth, token=token.strip(), public=public))
     middleware.append(Middleware(ForwardAuthorization, token=token.strip() if token else None))
     return middleware

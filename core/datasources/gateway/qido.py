@@ -23,6 +23,7 @@ from ..naturalize import denaturalize, vr_for_keyword
 from ..query import SearchQuery, parse_search
 from .datasets import bulk_rewrite, drop_bulk
 from .negotiation import DICOM_JSON, require_json
+from .observe import note
 from .state import source_context
 
 if TYPE_CHECKING:
@@ -128,13 +129,24 @@ async def search_series_instances(request: Request) -> Response:
 
 async def _qido(request: Request, level: str, study: str | None = None, series: str | None = None) -> Response:
     require_json(request)
-    _, _, data_source, root = source_context(request)
+    gateway, name, data_source, root = source_context(request)
     query = _split_lists(parse_search(level, _filters_of(request)))
+    shared = gateway.shared_cache
+    cache_key = f"{level}|{study}|{series}|{request.url.query}|{root}"
 
     def work() -> bytes:
+        if shared is not None:
+            cached = shared.get_qido(name, cache_key)
+            if cached is not None:
+                note(cache="redis")
+                return cached
         rows = _search(data_source, query, study, series)
         keys = None if "all" in query.includefield else _keys(query, study is not None, series is not None)
-        return orjson.dumps([_qido_row(row, query.level, keys, root, study, series) for row in rows])
+        body = orjson.dumps([_qido_row(row, query.level, keys, root, study, series) for row in rows])
+        if shared is not None:
+            note(cache="miss")
+            shared.put_qido(name, cache_key, body)
+        return body
 
     return Response(await run_in_threadpool(work), media_type=DICOM_JSON)
 

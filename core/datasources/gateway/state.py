@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, DataSourcesError, NotFoundError, UnknownDataSourceError
+from .observe import note
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from ..host import Host
     from ..interface import DataSource
+    from .redis_cache import RedisCache
 
 __all__ = ["Gateway", "gateway_of", "source_context"]
 
@@ -84,8 +86,10 @@ class Gateway:
         max_cached_studies: int = 200,
         max_stow_bytes: int = 1 << 30,
         public_url: str | None = None,
+        shared_cache: RedisCache | None = None,
     ) -> None:
         self.host = host
+        self.shared_cache = shared_cache if shared_cache is not None and shared_cache.enabled else None
         names = list(dict.fromkeys(sources)) if sources else list(host.source_names)
         known = set(host.source_names)
         unknown = [n for n in names if n not in known]
@@ -224,8 +228,15 @@ class Gateway:
         """The WADO-RS metadata of a study (or one series) as JSON bytes, made once per load.
 
         Denaturalizing a 1000-instance study costs about 150 ms; while the study's metadata
-        is fresh, the same answer is served again from memory.
+        is fresh, the same answer is served again from memory, or from the shared cache when
+        another worker made it.
         """
+        shared = self.shared_cache
+        if shared is not None:
+            cached = shared.get_metadata(name, study, series, root)
+            if cached is not None:
+                note(cache="redis")
+                return cached
         with self._lock_for(study):
             if series is None:
                 instances = self.study_instances(name, data_source, study)
@@ -235,8 +246,12 @@ class Gateway:
                 entry = self._loaded.get(study)
             key = (series, root)
             if entry is not None and key in entry.bodies:
+                note(cache="memory")
                 return entry.bodies[key]
             body = render(instances)
+            note(cache="miss")
+            if shared is not None:
+                shared.put_metadata(name, study, series, root, body)
             if entry is not None and entry.source == name:
                 if len(entry.bodies) >= _MAX_BODIES:  # each Host header makes its own URLs: keep a few
                     entry.bodies.pop(next(iter(entry.bodies)))
@@ -279,6 +294,8 @@ class Gateway:
     def forget(self, name: str, data_source: DataSource, studies: Iterable[str]) -> None:
         """After a STOW: the next metadata request for these studies fetches them again."""
         for study in set(studies):
+            if self.shared_cache is not None:
+                self.shared_cache.forget_study(name, study)
             with self._lock_for(study):
                 with self._state:
                     entry = self._loaded.get(study)

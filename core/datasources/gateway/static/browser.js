@@ -56,8 +56,11 @@ function values(dataset, tag) {
   return element && element.Value ? element.Value : [];
 }
 
+// one way for every name: "FAMILY, GIVEN MIDDLE" (DICOM PN is family^given^middle^prefix^suffix)
 function personName(text) {
-  return String(text || "").split("^").filter(Boolean).join(", ").replace(/, ([^,]*)$/, " $1");
+  const [family, ...rest] = String(text || "").split("^").map((p) => p.trim());
+  const given = rest.filter(Boolean).join(" ");
+  return family && given ? `${family}, ${given}` : family || given;
 }
 
 function formatDate(text) {
@@ -116,11 +119,11 @@ async function runSearch() {
     const uid = value(study, "0020000D");
     const row = document.createElement("tr");
     row.dataset.uid = uid;
-    cell(row, personName(value(study, "00100010")));
+    cell(row, personName(value(study, "00100010")), "name");
     cell(row, value(study, "00100020"));
     cell(row, formatDate(value(study, "00080020")));
     cell(row, values(study, "00080061").join(", "));
-    cell(row, value(study, "00081030"), "description");
+    cell(row, value(study, "00081030"), "description");  // names and descriptions wrap: the column may be narrow
     cell(row, value(study, "00080050"));
     cell(row, String(value(study, "00201208")));
     row.addEventListener("click", () => openStudy(uid, study));

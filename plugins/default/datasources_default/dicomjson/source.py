@@ -140,7 +140,8 @@ class DicomJsonSource(Source):
         try:
             return self._require()[uid]
         except KeyError:
-            raise NotFoundError(f"study {uid!r} is not in {self._location}") from None
+            # never the document's location: this message reaches gateway clients, who must not learn server paths
+            raise NotFoundError(f"dicomjson: study {uid!r} is not in the data source") from None
 
     # -- records -----------------------------------------------------------------------
 

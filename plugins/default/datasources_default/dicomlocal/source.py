@@ -213,7 +213,8 @@ class DicomLocalSource(Writing, Source):
         require_uid(study_instance_uid, "StudyInstanceUID")
         studies = self.index.study_records([study_instance_uid])
         if not studies:
-            raise NotFoundError(f"dicomlocal: study {study_instance_uid!r} is not in {str(self.config.root)!r}")
+            # not the root folder: the message may reach a gateway client, who must not learn server paths
+            raise NotFoundError(f"dicomlocal: study {study_instance_uid!r} is not in the data source")
         study = studies[0]
         summaries = self.index.series_records(study_instance_uid)
         if series_instance_uids:

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Throughput of ``datasources serve`` with 1 and with 2 worker processes, under the same mixed load.
+
+One real Orthanc on 127.0.0.1 holds a study of 1 series x 100 instances (64x64) and 200
+single-instance studies. For each worker count a real ``datasources serve --workers N``
+(dicomweb source on that Orthanc, access log off) takes 8 client threads (keep-alive
+sessions) walking the worklist search, the study's series search, the series and study
+metadata and the first frame of each instance, for ``--seconds`` each (60 by default,
+as issue 16 asks). Errors must be 0; the goal is 2 workers >= 1.6x the throughput of 1 on
+2 cores. Orthanc, the gateway and the client threads share the machine.
+
+    python bench/bench_workers.py [--seconds 60] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
+from support.loadgen import mixed_urls, run_load  # noqa: E402
+from support.orthanc import OrthancServer  # noqa: E402
+
+GOAL = 1.6
+
+
+@contextmanager
+def gateway(config: Path, workers: int) -> Iterator[str]:
+    exe = shutil.which("datasources")
+    if exe is None:
+        raise SystemExit("the datasources script is not installed (pip install -e '.[gateway]')")
+    args = [exe, "serve", "-c", str(config), "--port", "0", "--log-level", "warning", "--workers", str(workers)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        if not first.startswith("datasources gateway on "):
+            raise SystemExit(f"the gateway did not start: {first!r}")
+        base = first.split()[3]
+        deadline = time.monotonic() + 60
+        seen: set[int] = set()
+        while len(seen) < workers:  # every worker answers
+            try:
+                seen.add(requests.get(f"{base}/healthz", headers={"Connection": "close"}, timeout=2).json()["pid"])
+            except requests.RequestException:
+                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise SystemExit("the gateway's workers do not answer")
+        yield f"{base}/dicom-web"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
+    args = parser.parse_args()
+    spec = StudySpec("loadA", n_series=1, n_instances=100, rows=64, cols=64)
+    singles = [StudySpec(f"load1-{i}", patient_id=f"L{i:04d}", n_instances=1, rows=8, cols=8) for i in range(200)]
+    results = {}
+    with OrthancServer() as server, tempfile.TemporaryDirectory() as tmp:
+        datasets = [ds for s in (spec, *singles) for ds in iter_study(s)]
+        server.upload([dataset_to_bytes(ds) for ds in datasets], workers=2)
+        study = datasets[0]  # of the 100-instance study
+        sops = [ds.SOPInstanceUID for ds in datasets if ds.StudyInstanceUID == study.StudyInstanceUID]
+        config = Path(tmp) / "gateway.json"
+        root = server.dicomweb_url
+        entry = {"namespace": "default.dataSourcesModule.dicomweb", "sourceName": "orthanc",
+                 "configuration": {"qidoRoot": root, "wadoRoot": root}}  # fmt: skip
+        config.write_text(json.dumps({"dataSources": [entry]}), encoding="utf-8")
+        for workers in (1, 2):
+            with gateway(config, workers) as base:
+                urls = mixed_urls(base, study.StudyInstanceUID, study.SeriesInstanceUID, sops)
+                run_load(urls, args.threads, 3)  # warm up: connections, the metadata in each worker
+                results[workers] = run_load(urls, args.threads, args.seconds)
+            r = results[workers]
+            summary = f"{r.requests} requests, {r.failed} errors, {r.throughput:.1f}/s"
+            print(f"{workers} worker(s): {summary}", file=sys.stderr)
+    one, two = results[1], results[2]
+    ratio = two.throughput / one.throughput
+    lines = [
+        f"## Gateway workers under load, {dt.date.today().isoformat()}",
+        "",
+        f"`python bench/bench_workers.py --seconds {args.seconds:g} --record`: {args.threads} threads x "
+        f"{args.seconds:g} s of mixed QIDO / metadata / frames (keep-alive) through `datasources serve --workers N` "
+        f"in front of one Orthanc on loopback; Orthanc, the gateway and the client share {os.cpu_count()} cores.",
+        "",
+        "| workers | requests | errors | requests/s | qido | metadata | frames |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for workers, r in results.items():
+        kinds = " | ".join(str(r.by_kind.get(k, 0)) for k in ("qido", "metadata", "frames"))
+        lines.append(f"| {workers} | {r.requests} | {r.failed} | {r.throughput:.1f} | {kinds} |")
+    verdict = "met" if ratio >= GOAL and one.failed == two.failed == 0 else "MISSED"
+    lines += ["", f"- 2 workers / 1 worker: {ratio:.2f}x throughput (goal >= {GOAL}x, 0 errors: {verdict})", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        with (HERE / "RESULTS.md").open("a", encoding="utf-8") as out:
+            out.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
