@@ -85,3 +85,24 @@ def test_a_method_that_is_not_callable_is_an_interface_error() -> None:
 
     with pytest.raises(InterfaceError, match=r"query\.studies\.search"):
         IWebApiDataSource.from_source(Broken())
+
+
+def test_a_route_naming_no_study_gives_the_studies_the_source_holds() -> None:
+    class Held(Listing):
+        def held_study_uids(self) -> list[str]:
+            return ["1.2.3", "4.5.6"]
+
+    ds = IWebApiDataSource.from_source(Held())
+    assert ds.get_study_instance_uids() == ["1.2.3", "4.5.6"]
+    assert ds.get_study_instance_uids({"StudyInstanceUIDs": "4.5.6"}) == ["4.5.6"]
+    assert ds.initialize() == ["1.2.3", "4.5.6"]
+    assert IWebApiDataSource.from_source(Listing()).get_study_instance_uids() == []
+
+
+def test_a_source_knows_the_data_source_built_from_it() -> None:
+    source = Listing()
+    assert source.data_source is None
+    ds = IWebApiDataSource.from_source(source)
+    assert source.data_source is ds
+    ds.name = "registered"
+    assert source.data_source.name == "registered"

@@ -331,12 +331,16 @@ class IWebApiDataSource:
         ``retrieve.series.metadata`` and so on (:data:`datasources.source.METHODS`);
         what the object lacks gets :class:`~datasources.source.Source`'s default, and an
         operation it cannot do raises ``NotSupportedError``. Helpers are the object's
-        ``helpers()`` (``Source.HELPERS``) plus ``helpers``.
+        ``helpers()`` (``Source.HELPERS``) plus ``helpers``. A :class:`~datasources.source.Source`
+        learns the data source built from it as ``source.data_source`` (the host names it later).
         """
-        from .source import build_members
+        from .source import Source, build_members
 
         published = source.helpers() if callable(getattr(source, "helpers", None)) else {}
-        return IWebApiDataSource.create(build_members(source), helpers={**published, **(helpers or {})})
+        ds = IWebApiDataSource.create(build_members(source), helpers={**published, **(helpers or {})})
+        if isinstance(source, Source):
+            source.data_source = ds
+        return ds
 
 
 def _has_members(value: Any) -> bool:

@@ -1,9 +1,9 @@
 """One way to write a source: a class whose methods have the interface's names.
 
 :class:`Source` is the base class (fsspec's ``AbstractFileSystem`` is the model): it holds
-the shared defaults — study UIDs from the route parameters, ``delete_study_metadata``
-through the host's store, image ids from the instances, and ``NotSupportedError`` for
-every operation a subclass does not override. :meth:`IWebApiDataSource.from_source`
+the shared defaults — study UIDs from the route parameters (else the ones the source
+holds), ``delete_study_metadata`` through the host's store, image ids from the instances,
+and ``NotSupportedError`` for every operation a subclass does not override. :meth:`IWebApiDataSource.from_source`
 turns any such object (a subclass, or any object with some of these method names) into
 the :class:`~datasources.interface.DataSource` the host routes calls to.
 
@@ -77,6 +77,8 @@ class Source:
     FIRST_FRAME: int = 1
 
     host: Any = None
+    #: The DataSource ``from_source`` built from this object; its ``name`` is the one the host gave it.
+    data_source: Any = None
 
     def __init__(self, configuration: Mapping[str, Any] | None = None, host: Any = None) -> None:
         self.configuration = dict(configuration or {})
@@ -91,8 +93,18 @@ class Source:
     def get_study_instance_uids(
         self, params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
     ) -> list[str]:
-        """The study UIDs named by the route (``?StudyInstanceUIDs=a,b``); empty when none."""
-        return study_uids_from_route(params, query)
+        """The study UIDs named by the route (``?StudyInstanceUIDs=a,b``); when it names none,
+        every study the source holds (:meth:`held_study_uids`, empty unless overridden)."""
+        asked = study_uids_from_route(params, query)
+        if asked:
+            return asked
+        held = getattr(self, "held_study_uids", None)
+        return list(held()) if held is not None else []
+
+    def held_study_uids(self) -> list[str]:
+        """Every study this source holds, for a route that names none; a source that cannot
+        list them cheaply (a DICOMweb server) keeps this default: none."""
+        return []
 
     def delete_study_metadata(self, study_instance_uid: str) -> None:
         """Forget a study's metadata: removed from the host's store."""

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datasources import Source
 from datasources.errors import ConfigurationError, InvalidQueryError, NotFoundError
-from datasources.interface import DataSource, IWebApiDataSource, not_supported
+from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.query import parse_search
 
@@ -33,7 +34,12 @@ KNOWN_KEYS = frozenset({"root", "manifest", "friendlyName", "name"})
 IMAGE_ID_PREFIX = "imagefolder:"
 
 
-class ImageFolderSource:
+class ImageFolderSource(Source):
+    """One folder and its manifest; the catalog is read in ``initialize`` (or on first use)."""
+
+    HELPERS = ("reload", "problems", "image_path")
+    READ_ONLY_REASON = "an image folder is read-only"
+
     def __init__(self, configuration: Mapping[str, Any], host: Any = None) -> None:
         unknown = sorted(set(configuration) - KNOWN_KEYS)
         if unknown:
@@ -44,14 +50,22 @@ class ImageFolderSource:
         manifest = configuration.get("manifest", "manifest.csv")
         if not isinstance(manifest, str) or not manifest:
             raise ConfigurationError("imagefolder: 'manifest' must be a file name or path")
+        super().__init__(configuration, host)
         self.root = Path(root).expanduser()
         self.manifest = self.root / manifest
-        self.host = host
-        self.config = dict(configuration)
+        self.config = self.configuration
         self._catalog: Catalog | None = None
         self._lock = threading.Lock()
 
     # -- loading ------------------------------------------------------------------------------
+
+    def initialize(self, params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
+        """Read the manifest (again); returns every study UID in it."""
+        self.reload()
+        return list(self.catalog.studies)
+
+    def held_study_uids(self) -> list[str]:
+        return list(self.catalog.studies)
 
     def reload(self) -> list[ManifestProblem]:
         """Read the manifest again; returns its problems (each also logged as a warning)."""
@@ -169,54 +183,11 @@ class ImageFolderSource:
             raise InvalidQueryError("direct_url needs an instance or a url")
         return self.image_path(str(instance.get("SOPInstanceUID"))).as_uri()
 
-    def image_id(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
         image_id = instance.get("imageId") or f"{IMAGE_ID_PREFIX}{instance['SOPInstanceUID']}"
         return str(image_id) if frame is None else f"{image_id}?frame={frame}"
 
 
 def create_imagefolder_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``imagefolder.dataSourcesModule.imagefolder``: checks the configuration, reads nothing."""
-    src = ImageFolderSource(configuration, host)
-
-    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
-        src.reload()
-        return list(src.catalog.studies)
-
-    def image_ids_for_display_set(display_set: Any) -> list[str]:
-        images = display_set.get("images", display_set) if isinstance(display_set, Mapping) else display_set
-        return [src.image_id(instance) for instance in images]
-
-    def get_study_instance_uids(
-        params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
-    ) -> list[str]:
-        for given in ((query or {}).get("StudyInstanceUIDs"), (params or {}).get("StudyInstanceUIDs")):
-            if given:
-                return [u.strip() for u in str(given).split(",") if u.strip()]
-        return list(src.catalog.studies)
-
-    def delete_study_metadata(study_uid: str) -> None:
-        if src.host is not None:
-            src.host.metadata_store.remove_study(study_uid)
-
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={
-            "studies": {"search": src.search_studies},
-            "series": {"search": src.search_series},
-            "instances": {"search": src.search_instances},
-        },
-        retrieve={
-            "series": {"metadata": src.series_metadata},
-            "direct_url": src.direct_url,
-            "bulk_data_uri": src.bulk_data_uri,
-            "frames": src.frames,
-        },
-        store={"dicom": not_supported("store.dicom", "an image folder is read-only")},
-        reject={"series": not_supported("reject.series", "an image folder is read-only")},
-        get_image_ids_for_display_set=image_ids_for_display_set,
-        get_image_ids_for_instance=src.image_id,
-        get_config=lambda: dict(src.config),
-        get_study_instance_uids=get_study_instance_uids,
-        delete_study_metadata=delete_study_metadata,
-        helpers={"reload": src.reload, "problems": src.problems, "image_path": src.image_path},
-    )
+    return IWebApiDataSource.from_source(ImageFolderSource(configuration, host))

@@ -4,32 +4,30 @@ The file holds ``{"studies": [{StudyInstanceUID, ..., "series": [{..., "instance
 [{"metadata": {...}, "url": "dicomweb:..."}]}]}]}`` with naturalized attributes. The
 file is read in ``initialize`` (never in the factory); searches apply QIDO's matching
 rules from :mod:`datasources.matching`; ``retrieve.series.metadata`` fills the host's
-metadata store.
+metadata store. Reading and checking the document is :mod:`.document`'s.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from datasources import Source
 from datasources.errors import (
     BackendError,
     ConfigurationError,
-    MalformedResponseError,
     NotFoundError,
     UnsafePathError,
 )
-from datasources.interface import DataSource, IWebApiDataSource, not_supported
+from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.query import parse_search
 from datasources.transfer import Frame
-from datasources.values import conform
 
-from .. import imageids
+from .document import bundled_path, index_document, read_document, study_modalities
 
 KNOWN_KEYS = frozenset({"name", "friendlyName", "url", "path", "bundled", "timeout", "requestOptions"})
 
@@ -60,17 +58,12 @@ _SERIES_FIELDS = (
 )
 
 
-def _bundled_path(name: str) -> Path:
-    root = resources.files("datasources_default.dicomjson") / "sample"
-    candidate = root / f"{name}.json"
-    if not candidate.is_file():
-        available = sorted(p.name.removesuffix(".json") for p in root.iterdir() if p.name.endswith(".json"))
-        raise ConfigurationError(f"no bundled DICOM JSON {name!r}; bundled: {', '.join(available)}")
-    return Path(str(candidate))
+class DicomJsonSource(Source):
+    """One DICOM JSON document, loaded and indexed in ``initialize``; thread-safe."""
 
-
-class DicomJsonBackend:
-    """Loads and indexes one DICOM JSON document; thread-safe."""
+    HELPERS = ("reload",)
+    READ_ONLY_REASON = "a DICOM JSON file is read-only"
+    FIRST_FRAME = 0  # DICOM JSON images are addressed like wadouri: frames count from 0 (as OHIF's dicomjson)
 
     def __init__(self, configuration: Mapping[str, Any], host: Any) -> None:
         unknown = sorted(set(configuration) - KNOWN_KEYS)
@@ -84,8 +77,8 @@ class DicomJsonBackend:
         for key in given:
             if not isinstance(configuration[key], str):
                 raise ConfigurationError(f"dicomjson: {key} must be a string")
-        self.config = dict(configuration)
-        self.host = host
+        super().__init__(configuration, host)
+        self.config = self.configuration
         self._lock = threading.Lock()
         self._location: str | None = None
         self._studies: dict[str, dict[str, Any]] = {}
@@ -115,7 +108,7 @@ class DicomJsonBackend:
 
     def _configured_location(self) -> str | None:
         if self.config.get("bundled"):
-            return str(_bundled_path(self.config["bundled"]))
+            return str(bundled_path(self.config["bundled"]))
         return self.config.get("url") or self.config.get("path")
 
     def initialize(self, params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
@@ -125,9 +118,16 @@ class DicomJsonBackend:
         self.load(str(location))
         return list(self._studies)
 
+    def reload(self) -> list[str]:
+        """Read the configured document again; returns its study UIDs."""
+        return self.initialize()
+
+    def held_study_uids(self) -> list[str]:
+        return list(self._require())
+
     def load(self, location: str) -> None:
-        document = _read_document(location, self)
-        studies = _index(document, location)
+        document = read_document(location, self)
+        studies = index_document(document, location)
         with self._lock:
             self._location = location
             self._studies = studies
@@ -150,7 +150,7 @@ class DicomJsonBackend:
         out = []
         for study in self._require().values():
             record = {k: study[k] for k in _STUDY_FIELDS if k in study}
-            modalities = _modalities(study)
+            modalities = study_modalities(study)
             record["ModalitiesInStudy"] = modalities
             record["NumberOfStudyRelatedSeries"] = len(study["series"])
             record["NumberOfStudyRelatedInstances"] = sum(len(s["instances"]) for s in study["series"])
@@ -214,72 +214,124 @@ class DicomJsonBackend:
             raise UnsafePathError(f"dicomjson: {uri!r} points outside the folder of the JSON file")
         return str(target)
 
+    # -- the interface -----------------------------------------------------------------
 
-def _read_document(location: str, backend: DicomJsonBackend) -> Any:
-    import orjson
+    def search_studies(self, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        q = parse_search("study", filters, **kwargs)
+        return filter_records(self.study_records(), q, fuzzy=bool(q.fuzzymatching))
 
-    scheme = urlsplit(location).scheme
-    if scheme in ("http", "https"):
-        body = backend.http(location).request("GET", location, accept="application/json").content
-    else:
-        path = Path(location[7:] if scheme == "file" else location)
+    def search_series(
+        self, study_instance_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        q = parse_search("series", filters, **kwargs)
+        return filter_records(self.series_records(study_instance_uid), q, fuzzy=bool(q.fuzzymatching))
+
+    def search_instances(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        /,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        q = parse_search("instance", filters, **kwargs)
+        records = self.instance_records(study_instance_uid, series_instance_uid)
+        return filter_records(records, q, fuzzy=bool(q.fuzzymatching))
+
+    def series_metadata(
+        self,
+        study_instance_uid: str,
+        *,
+        series_instance_uids: list[str] | None = None,
+        made_in_client: bool = False,
+        return_tasks: bool = False,
+    ) -> dict[str, dict[str, Any]]:
+        if return_tasks:
+            raise ConfigurationError("dicomjson holds every series in memory; return_tasks is for lazy sources")
+        study = self.study(study_instance_uid)
+        wanted = set(series_instance_uids or ())
+        chosen = [s for s in study["series"] if not wanted or s["SeriesInstanceUID"] in wanted]
+        if wanted and len(chosen) != len(wanted):
+            missing = wanted - {s["SeriesInstanceUID"] for s in chosen}
+            raise NotFoundError(f"series {sorted(missing)} not in study {study_instance_uid!r}")
+        study_fields = {k: v for k, v in study.items() if k != "series"}
+        summaries = []
+        for s in chosen:
+            summary = {k: v for k, v in s.items() if k != "instances"}
+            summary["StudyInstanceUID"] = study_instance_uid
+            for k in ("StudyDescription",):
+                if k in study_fields:
+                    summary.setdefault(k, study_fields[k])
+            summaries.append(summary)
+        # build every instance first: the store is changed only once all of them are valid
+        per_series = [self.full_instances(study, s) for s in chosen]
+        store = self.host.metadata_store
+        if store.get_study(study_instance_uid) is None:
+            store.add_study(study_fields)
+        store.add_series_metadata(summaries, made_in_client=made_in_client)
+        for instances in per_series:
+            if instances:
+                store.add_instances(instances, made_in_client=made_in_client)
+        return {s["SeriesInstanceUID"]: s for s in summaries}
+
+    def direct_url(
+        self,
+        instance: Mapping[str, Any] | None = None,
+        *,
+        url: str | None = None,
+        tag: str = "PixelData",
+        **_: Any,
+    ) -> str:
+        if url:
+            return url
+        if instance is None:
+            raise ConfigurationError("direct_url needs an instance or a url")
+        value = instance.get(tag)
+        if isinstance(value, Mapping) and value.get("BulkDataURI"):
+            return self.resolve(value["BulkDataURI"])
+        if instance.get("url"):
+            return self.resolve(instance["url"])
+        raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no URL for {tag}")
+
+    def bulk_data_uri(self, bulk_data_uri: str | Mapping[str, Any], *, tag: str = "PixelData", **_: Any) -> bytes:
+        """The bytes behind a BulkDataURI (the string or ``{"BulkDataURI": ...}``, as other sources take it);
+        a Part-10 file gives the value of ``tag`` in it."""
+        if isinstance(bulk_data_uri, Mapping):
+            bulk_data_uri = bulk_data_uri["BulkDataURI"]
+        return _value_of(self._read_bulk(bulk_data_uri), tag, bulk_data_uri)
+
+    def _read_bulk(self, bulk_data_uri: str) -> bytes:
+        target = self.resolve(bulk_data_uri)
+        if urlsplit(target).scheme in ("http", "https"):
+            return self.http(target).request("GET", target).content
+        path = Path(target[7:] if target.startswith("file://") else target)
         try:
-            body = path.read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
-            raise NotFoundError(f"dicomjson: file {str(path)!r} does not exist") from None
-        except OSError as exc:
-            raise BackendError(f"dicomjson: cannot read {str(path)!r}: {exc.strerror}") from exc
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedResponseError(f"dicomjson: {location} is not valid JSON: {exc}") from None
+            raise NotFoundError(f"bulk data {bulk_data_uri!r} not found") from None
 
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
+        url = instance.get("url") or instance.get("imageId")
+        if not url:
+            raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no url")
+        if frame is None:
+            return str(url)
+        sep = "&" if "?" in url else "?"
+        return f"{url}{sep}frame={int(frame)}"
 
-def _index(document: Any, location: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(document, Mapping) or not isinstance(document.get("studies"), list):
-        raise MalformedResponseError(f"dicomjson: {location} has no 'studies' list")
-    studies: dict[str, dict[str, Any]] = {}
-    for i, study in enumerate(document["studies"]):
-        uid = study.get("StudyInstanceUID") if isinstance(study, Mapping) else None
-        if not uid:
-            raise MalformedResponseError(f"dicomjson: {location}: studies[{i}] has no StudyInstanceUID")
-        series_list = study.get("series") or []
-        for j, series in enumerate(series_list):
-            if not isinstance(series, Mapping) or not series.get("SeriesInstanceUID"):
-                raise MalformedResponseError(
-                    f"dicomjson: {location}: studies[{i}].series[{j}] has no SeriesInstanceUID"
-                )
-            if not isinstance(series.get("instances", []), list):
-                raise MalformedResponseError(f"dicomjson: {location}: studies[{i}].series[{j}].instances is not a list")
-        study = {
-            **conform({k: v for k, v in study.items() if k != "series"}),
-            "series": [_conformed(s) for s in series_list],
-        }
-        studies[uid] = study
-    return studies
+    def get_config(self) -> dict[str, Any]:
+        """The configuration, credentials in ``requestOptions`` masked."""
+        config = {"dicomUploadEnabled": False, **self.config}
+        if isinstance(config.get("requestOptions"), Mapping):
+            from ..dicomweb.auth import public_auth
 
-
-def _conformed(series: Mapping[str, Any]) -> dict[str, Any]:
-    """A series of the document, its fields and its instances' metadata brought to the value contract."""
-    out = conform({k: v for k, v in series.items() if k != "instances"})
-    out["instances"] = [
-        {**inst, "metadata": conform(inst["metadata"])}
-        if isinstance(inst, Mapping) and isinstance(inst.get("metadata"), Mapping)
-        else inst
-        for inst in series.get("instances") or []
-    ]
-    return out
-
-
-def _modalities(study: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    given = study.get("ModalitiesInStudy") or study.get("Modalities")
-    if isinstance(given, str):
-        given = [m for m in given.replace("/", "\\").split("\\") if m]
-    for m in list(given or []) + [s.get("Modality") for s in study["series"]]:
-        if m and m not in found:
-            found.append(m)
-    return found
+            options = dict(config["requestOptions"])
+            if "auth" in options:
+                options["auth"] = public_auth(options["auth"])
+            if isinstance(options.get("headers"), Mapping):
+                options["headers"] = {k: "***" for k in options["headers"]}
+            config["requestOptions"] = options
+        return config
 
 
 def _value_of(data: bytes, tag: str, uri: str) -> bytes:
@@ -301,153 +353,4 @@ def _value_of(data: bytes, tag: str, uri: str) -> bytes:
 
 def create_dicomjson_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.dicomjson``; reads nothing until ``initialize``."""
-    backend = DicomJsonBackend(configuration, host)
-
-    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
-        return backend.initialize(params, query)
-
-    def search_studies(filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
-        q = parse_search("study", filters, **kwargs)
-        return filter_records(backend.study_records(), q, fuzzy=bool(q.fuzzymatching))
-
-    def search_series(study_instance_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any):
-        q = parse_search("series", filters, **kwargs)
-        return filter_records(backend.series_records(study_instance_uid), q, fuzzy=bool(q.fuzzymatching))
-
-    def search_instances(
-        study_instance_uid: str,
-        series_instance_uid: str | None = None,
-        filters: Mapping[str, Any] | None = None,
-        /,
-        **kwargs: Any,
-    ) -> list[dict[str, Any]]:
-        q = parse_search("instance", filters, **kwargs)
-        records = backend.instance_records(study_instance_uid, series_instance_uid)
-        return filter_records(records, q, fuzzy=bool(q.fuzzymatching))
-
-    def series_metadata(
-        study_instance_uid: str,
-        *,
-        series_instance_uids: list[str] | None = None,
-        made_in_client: bool = False,
-        return_tasks: bool = False,
-    ) -> dict[str, dict[str, Any]]:
-        if return_tasks:
-            raise ConfigurationError("dicomjson holds every series in memory; return_tasks is for lazy sources")
-        study = backend.study(study_instance_uid)
-        wanted = set(series_instance_uids or ())
-        chosen = [s for s in study["series"] if not wanted or s["SeriesInstanceUID"] in wanted]
-        if wanted and len(chosen) != len(wanted):
-            missing = wanted - {s["SeriesInstanceUID"] for s in chosen}
-            raise NotFoundError(f"series {sorted(missing)} not in study {study_instance_uid!r}")
-        study_fields = {k: v for k, v in study.items() if k != "series"}
-        summaries = []
-        for s in chosen:
-            summary = {k: v for k, v in s.items() if k != "instances"}
-            summary["StudyInstanceUID"] = study_instance_uid
-            for k in ("StudyDescription",):
-                if k in study_fields:
-                    summary.setdefault(k, study_fields[k])
-            summaries.append(summary)
-        # build every instance first: the store is changed only once all of them are valid
-        per_series = [backend.full_instances(study, s) for s in chosen]
-        store = host.metadata_store
-        if store.get_study(study_instance_uid) is None:
-            store.add_study(study_fields)
-        store.add_series_metadata(summaries, made_in_client=made_in_client)
-        for instances in per_series:
-            if instances:
-                store.add_instances(instances, made_in_client=made_in_client)
-        return {s["SeriesInstanceUID"]: s for s in summaries}
-
-    def direct_url(
-        instance: Mapping[str, Any] | None = None,
-        *,
-        url: str | None = None,
-        tag: str = "PixelData",
-        **_: Any,
-    ) -> str:
-        if url:
-            return url
-        if instance is None:
-            raise ConfigurationError("direct_url needs an instance or a url")
-        value = instance.get(tag)
-        if isinstance(value, Mapping) and value.get("BulkDataURI"):
-            return backend.resolve(value["BulkDataURI"])
-        if instance.get("url"):
-            return backend.resolve(instance["url"])
-        raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no URL for {tag}")
-
-    def bulk_data_uri(bulk_data_uri: str | Mapping[str, Any], *, tag: str = "PixelData", **_: Any) -> bytes:
-        """The bytes behind a BulkDataURI (the string or ``{"BulkDataURI": ...}``, as other sources take it);
-        a Part-10 file gives the value of ``tag`` in it."""
-        if isinstance(bulk_data_uri, Mapping):
-            bulk_data_uri = bulk_data_uri["BulkDataURI"]
-        return _value_of(_read_bulk(bulk_data_uri), tag, bulk_data_uri)
-
-    def _read_bulk(bulk_data_uri: str) -> bytes:
-        target = backend.resolve(bulk_data_uri)
-        if urlsplit(target).scheme in ("http", "https"):
-            return backend.http(target).request("GET", target).content
-        path = Path(target[7:] if target.startswith("file://") else target)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"bulk data {bulk_data_uri!r} not found") from None
-
-    def image_id_for_instance(instance: Mapping[str, Any], frame: int | None = None) -> str:
-        url = instance.get("url") or instance.get("imageId")
-        if not url:
-            raise NotFoundError(f"instance {instance.get('SOPInstanceUID')!r} has no url")
-        if frame is None:
-            return str(url)
-        sep = "&" if "?" in url else "?"
-        return f"{url}{sep}frame={int(frame)}"
-
-    def image_ids_for_display_set(display_set: Any) -> list[str]:
-        # DICOM JSON images are addressed like wadouri: frame numbers are 0-based (as OHIF's dicomjson)
-        return imageids.image_ids_for_display_set(display_set, image_id_for_instance, first_frame=0)
-
-    def get_config() -> dict[str, Any]:
-        config = {"dicomUploadEnabled": False, **backend.config}
-        if isinstance(config.get("requestOptions"), Mapping):
-            from ..dicomweb.auth import public_auth
-
-            options = dict(config["requestOptions"])
-            if "auth" in options:
-                options["auth"] = public_auth(options["auth"])
-            if isinstance(options.get("headers"), Mapping):
-                options["headers"] = {k: "***" for k in options["headers"]}
-            config["requestOptions"] = options
-        return config
-
-    def get_study_instance_uids(
-        params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
-    ) -> list[str]:
-        asked = imageids.study_uids_from_route(params, query)
-        return asked if asked else list(backend._require())
-
-    def delete_study_metadata(study_instance_uid: str) -> None:
-        host.metadata_store.remove_study(study_instance_uid)
-
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={
-            "studies": {"search": search_studies},
-            "series": {"search": search_series},
-            "instances": {"search": search_instances},
-        },
-        retrieve={
-            "series": {"metadata": series_metadata},
-            "direct_url": direct_url,
-            "bulk_data_uri": bulk_data_uri,
-        },
-        store={"dicom": not_supported("store.dicom", "a DICOM JSON file is read-only")},
-        reject={"series": not_supported("reject.series", "a DICOM JSON file is read-only")},
-        get_image_ids_for_display_set=image_ids_for_display_set,
-        get_image_ids_for_instance=image_id_for_instance,
-        get_config=get_config,
-        get_study_instance_uids=get_study_instance_uids,
-        delete_study_metadata=delete_study_metadata,
-        helpers={"reload": lambda: backend.initialize()},
-    )
+    return IWebApiDataSource.from_source(DicomJsonSource(configuration, host))

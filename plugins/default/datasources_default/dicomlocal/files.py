@@ -1,23 +1,20 @@
-"""File work for the ``dicomlocal`` source: safe paths, header reads, frames, atomic writes.
+"""Reading DICOM files for the ``dicomlocal`` source: index headers, metadata, bulk data, frames.
 
-Every path that reaches the disk goes through :func:`safe_path`, which refuses ``..``,
-absolute paths outside the root, and symbolic links (all links when ``followSymlinks`` is
-off; links that end up outside the root always) with :class:`UnsafePathError`.
+Callers pass paths already checked by :func:`.paths.safe_path`; the index reads only the
+attributes it keeps (:data:`INDEX_TAGS`), retrieves read the whole header and leave bulk data
+as ``BulkDataURI`` references to the file.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import struct
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import quote, unquote
 
-from datasources.errors import InvalidQueryError, NotFoundError, UnsafePathError
+from datasources.errors import InvalidQueryError, NotFoundError
 from datasources.naturalize import from_pydicom
 from datasources.transfer import Frame, dataset_frames
 
@@ -29,18 +26,13 @@ __all__ = [
     "INSTANCE_KEYS",
     "SERIES_KEYS",
     "STUDY_KEYS",
-    "TEMP_PREFIX",
     "FileProblem",
     "HeaderInfo",
     "bulk_value",
-    "file_uri",
     "is_valid_uid",
     "naturalize_file",
     "read_frames",
     "read_index_header",
-    "safe_path",
-    "split_uri",
-    "write_atomic",
 ]
 
 #: Attributes kept in the index per level: what QIDO-RS returns and filters on.
@@ -83,10 +75,6 @@ INSTANCE_KEYS = (
     "BitsAllocated",
     "NumberOfFrames",
 )
-
-#: Temporary files of :func:`write_atomic`; the scanner ignores them.
-TEMP_PREFIX = ".datasources-tmp-"
-
 _PIXEL_TAGS = {0x7FE00008: ("FloatPixelData", "OF"), 0x7FE00009: ("DoubleFloatPixelData", "OD"),
                0x7FE00010: ("PixelData", "OW")}  # fmt: skip
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -116,64 +104,6 @@ class FileProblem(Exception):
 def is_valid_uid(value: Any) -> bool:
     """A DICOM UID: digits and dots, at most 64 characters (also what makes it safe as a file name)."""
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.match(value))
-
-
-# -- paths ---------------------------------------------------------------------------------
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def safe_path(root: str, candidate: str | os.PathLike[str], *, follow_symlinks: bool = False) -> str:
-    """The real path of ``candidate`` (relative to ``root``, or absolute), refused if it leaves the root.
-
-    ``root`` is the real path of the root folder. ``..`` components are refused outright,
-    whatever they point at; so is any symbolic link on the way unless ``follow_symlinks``,
-    and a link whose target is outside the root in any case.
-    """
-    text = os.fspath(candidate)
-    if "\0" in text:
-        raise UnsafePathError("dicomlocal: a path with a NUL byte is refused")
-    if ".." in PurePosixPath(text.replace(os.sep, "/")).parts:
-        raise UnsafePathError(f"dicomlocal: {text!r} has a '..' component; paths must stay inside the root")
-    joined = os.path.normpath(text if os.path.isabs(text) else os.path.join(root, text))
-    if not _inside(joined, root):
-        raise UnsafePathError(f"dicomlocal: {text!r} is outside the root folder {root!r}")
-    real = os.path.realpath(joined)
-    if not _inside(real, root):
-        raise UnsafePathError(f"dicomlocal: {text!r} is a symbolic link (or under one) pointing outside the root")
-    if real != joined and not follow_symlinks:
-        raise UnsafePathError(f"dicomlocal: {text!r} goes through a symbolic link and followSymlinks is false")
-    return real
-
-
-def file_uri(real_path: str) -> str:
-    """The image id of a file: ``dicomfile:`` + its absolute path, percent-encoded."""
-    return "dicomfile:" + quote(Path(real_path).as_posix(), safe="/")
-
-
-def split_uri(uri: str) -> tuple[str, dict[str, str]]:
-    """``dicomfile:/a/b.dcm?frame=2&tag=7FE00010`` -> (``/a/b.dcm``, {frame, tag}); also ``file://`` URLs."""
-    if not isinstance(uri, str) or not uri:
-        raise InvalidQueryError(f"dicomlocal: not a URI: {uri!r}")
-    body = uri
-    for prefix in ("dicomfile:", "wadouri:", "dicomweb:"):
-        if body.startswith(prefix):
-            body = body[len(prefix) :]
-            break
-    if body.startswith("file://"):
-        body = body[len("file://") :]
-        if not body.startswith("/"):
-            raise UnsafePathError(f"dicomlocal: only local file URLs are read, not {uri!r}")
-    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", body):
-        raise UnsafePathError(f"dicomlocal: {uri!r} is not a local file")
-    path, _, query = body.partition("?")
-    params: dict[str, str] = {}
-    for pair in filter(None, query.split("&")):
-        key, _, value = pair.partition("=")
-        params[unquote(key)] = unquote(value)
-    return unquote(path), params
 
 
 # -- reading headers -----------------------------------------------------------------------
@@ -397,53 +327,3 @@ def read_frames(path: str, numbers: Sequence[int]) -> list[bytes]:
 def _frames_of(ds: Dataset, numbers: Sequence[int], name: str) -> list[bytes]:
     """Labelled with the file's transfer syntax (native ones as Explicit VR Little Endian, swapped)."""
     return list(dataset_frames(ds, numbers, name=f"dicomlocal: {name}"))
-
-
-# -- writing -------------------------------------------------------------------------------
-
-
-def ensure_folder(root: str, parts: Iterable[str]) -> str:
-    """Create ``root/part/...`` one level at a time, refusing any existing link on the way."""
-    current = root
-    for part in parts:
-        if part in ("", ".", "..") or "/" in part or os.sep in part:
-            raise UnsafePathError(f"dicomlocal: {part!r} cannot be a folder name")
-        current = os.path.join(current, part)
-        if os.path.islink(current):
-            raise UnsafePathError(f"dicomlocal: {current!r} is a symbolic link; store writes only real folders")
-        try:
-            os.mkdir(current)
-        except FileExistsError:
-            if not os.path.isdir(current):
-                raise UnsafePathError(f"dicomlocal: {current!r} exists and is not a folder") from None
-    return current
-
-
-def write_atomic(folder: str, name: str, data: bytes, on_written: Callable[[str], None] | None = None) -> str:
-    """Write ``folder/name`` whole or not at all: a temporary name, fsync, then a rename.
-
-    An existing file is never replaced (``FileExistsError``): the final name is taken with
-    ``os.link`` where the file system allows it, else checked just before ``os.replace``.
-    """
-    final = os.path.join(folder, name)
-    temp = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}-{name}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if on_written is not None:
-            on_written(temp)
-        try:
-            os.link(temp, final)
-        except FileExistsError:
-            raise
-        except OSError:
-            if os.path.lexists(final):
-                raise FileExistsError(final) from None
-            os.replace(temp, final)
-    finally:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-    return final

@@ -9,48 +9,37 @@ pixel data, bulk data and frames are read from the files when asked for.
 Image ids are ``dicomfile:<absolute path, percent-encoded>``, with ``?frame=N`` (from 0,
 as cornerstone's ``dicomfile:``/``wadouri:`` loaders count) for the frames of multi-frame
 instances. Bulk data URIs are the image id with ``?tag=<tag path>``.
+
+The index is :mod:`.index`; ``store.dicom`` and ``reject.series`` are :mod:`.writing`'s.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from datasources import Source
 from datasources.errors import (
     BackendError,
     ConfigurationError,
-    DataSourcesError,
     InvalidQueryError,
     NotFoundError,
-    NotSupportedError,
     UnsafePathError,
 )
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
 from datasources.query import SearchQuery, parse_search
-from datasources.results import InstanceOutcome, SeriesLoadTask, StoreResult
+from datasources.results import SeriesLoadTask
 
 from .. import imageids
-from ..part10 import to_part10
 from .config import LocalConfig
-from .files import (
-    FileProblem,
-    bulk_value,
-    ensure_folder,
-    file_uri,
-    is_valid_uid,
-    naturalize_file,
-    read_frames,
-    safe_path,
-    split_uri,
-    write_atomic,
-)
+from .files import bulk_value, naturalize_file, read_frames
 from .index import IndexReport, LocalIndex, Progress
+from .paths import file_uri, safe_path, split_uri
+from .writing import Writing, require_uid
 
 __all__ = ["DicomLocalSource", "create_dicomlocal_api"]
 
@@ -73,14 +62,29 @@ def _exact_uids(query: SearchQuery, key: str) -> list[str] | None:
     return uids
 
 
-class DicomLocalSource:
+class DicomLocalSource(Writing, Source):
     """The state of one ``dicomlocal`` source: its configuration, index and host."""
 
-    def __init__(self, configuration: Mapping[str, Any], host: Any) -> None:
+    HELPERS = (
+        "reindex",
+        "problems",
+        "index_file",
+        "last_report",
+        "restore_series",
+        "rejected_series",
+        "path_for_image_id",
+        "read_image_id",
+        "close",
+    )
+    FIRST_FRAME = 0  # dicomfile: ids count frames from 0, as cornerstone's wadouri loader does
+
+    def __init__(self, configuration: Mapping[str, Any], host: Any = None) -> None:
+        if configuration is None:
+            raise ConfigurationError("dicomlocal: a configuration with root (the folder) is required")
         self.config = LocalConfig.from_mapping(configuration)
-        self.host = host
+        super().__init__(configuration, host)
         self.index = LocalIndex(self.config)
-        self.last_report: IndexReport | None = None
+        self._last_report: IndexReport | None = None
         self._store_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -95,7 +99,7 @@ class DicomLocalSource:
     def reindex(self, progress: Progress | None = None) -> IndexReport:
         self.index.open()
         report = self.index.reindex(progress)
-        self.last_report = report
+        self._last_report = report
         if report.skipped:
             log.warning(
                 "dicomlocal: %d file(s) under %s were skipped (not DICOM, unreadable or unsafe); "
@@ -104,6 +108,18 @@ class DicomLocalSource:
                 self.config.root,
             )
         return report
+
+    def last_report(self) -> IndexReport | None:
+        """The report of the latest indexing pass (``None`` before the first)."""
+        return self._last_report
+
+    def index_file(self) -> str | None:
+        """Where the SQLite index is (``None`` until it is opened)."""
+        return str(self.index.index_path) if self.index.index_path else None
+
+    def close(self) -> None:
+        """Close the index's connections."""
+        self.index.close()
 
     def _root(self) -> str:
         self.index.open()
@@ -130,7 +146,7 @@ class DicomLocalSource:
     def search_series(
         self, study_instance_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
     ) -> list[dict[str, Any]]:
-        _require_uid(study_instance_uid, "StudyInstanceUID")
+        require_uid(study_instance_uid, "StudyInstanceUID")
         query = parse_search("series", filters, **kwargs)
         return filter_records(self.index.series_records(study_instance_uid), query, fuzzy=query.fuzzymatching)
 
@@ -142,7 +158,7 @@ class DicomLocalSource:
         /,
         **kwargs: Any,
     ) -> list[dict[str, Any]]:
-        _require_uid(study_instance_uid, "StudyInstanceUID")
+        require_uid(study_instance_uid, "StudyInstanceUID")
         if isinstance(series_instance_uid, Mapping):  # search_instances(study, {filters})
             series_instance_uid, filters = None, series_instance_uid
         query = parse_search("instance", filters, **kwargs)
@@ -194,7 +210,7 @@ class DicomLocalSource:
         With ``return_tasks`` the series summaries go to the store at once and one
         :class:`SeriesLoadTask` per series reads its files when started.
         """
-        _require_uid(study_instance_uid, "StudyInstanceUID")
+        require_uid(study_instance_uid, "StudyInstanceUID")
         studies = self.index.study_records([study_instance_uid])
         if not studies:
             # not the root folder: the message may reach a gateway client, who must not learn server paths
@@ -289,7 +305,7 @@ class DicomLocalSource:
         except FileNotFoundError:
             raise NotFoundError(f"dicomlocal: {image_id!r} does not exist") from None
 
-    def image_id_for_instance(self, instance: Mapping[str, Any] | None = None, frame: int | None = None) -> str:
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any] | None = None, frame: int | None = None) -> str:
         if instance is None:
             raise InvalidQueryError("dicomlocal: get_image_ids_for_instance needs an instance")
         base = instance.get("imageId") or instance.get("url")
@@ -315,79 +331,6 @@ class DicomLocalSource:
             return str(instance.get("imageId") or instance.get("url"))
         raise NotFoundError(f"dicomlocal: instance {instance.get('SOPInstanceUID')!r} has no {tag}")
 
-    # -- store and reject ----------------------------------------------------------------
-
-    def store_dicom(self, items: Any, **_: Any) -> StoreResult:
-        """Write instances into the folder as ``<Study UID>/<Series UID>/<SOP UID>.dcm`` and index them.
-
-        Takes pydicom Datasets, Part-10 bytes, file paths or naturalized dicts (one or a
-        list). Each file is written under a temporary name and renamed into place; an
-        instance already in the index is refused, never overwritten.
-        """
-        if self.config.read_only:
-            raise NotSupportedError("store.dicom", reason="the source is configured readOnly")
-        batch = list(items) if isinstance(items, list | tuple) else [items]
-        root = self._root()
-        with self._store_lock:
-            return StoreResult(self._store_one(root, i, item) for i, item in enumerate(batch))
-
-    def _store_one(self, root: str, index: int, item: Any) -> InstanceOutcome:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # invalid values are refused below, with the reason
-                origin, data = _as_part10(index, item)
-        except _Refused as exc:
-            return InstanceOutcome("failed", None, None, exc.reason, origin=exc.origin)
-        try:
-            uids = _uids_of(data)
-        except _Refused as exc:
-            return InstanceOutcome("failed", None, None, exc.reason, origin=origin)
-        study, series, sop, sop_class = uids
-        existing = self.index.path_of(sop)
-        if existing is not None:
-            return InstanceOutcome(
-                "failed", sop, sop_class, f"duplicate SOP instance: already stored as {existing[2]}", origin=origin
-            )
-        rel = f"{study}/{series}/{sop}.dcm"
-        try:
-            folder = ensure_folder(root, [study, series])
-            path = write_atomic(folder, f"{sop}.dcm", data)
-        except FileExistsError:
-            return InstanceOutcome("failed", sop, sop_class, f"a file {rel} already exists", origin=origin)
-        except UnsafePathError as exc:
-            return InstanceOutcome("failed", sop, sop_class, str(exc), origin=origin)
-        except OSError as exc:
-            reason = f"cannot write {rel}: {exc.strerror or exc}"
-            return InstanceOutcome("failed", sop, sop_class, reason, origin=origin)
-        try:
-            self.index.add_file(rel, path)
-        except (FileProblem, OSError, DataSourcesError) as exc:
-            os.unlink(path)  # nothing half-done: a file that is not indexed does not stay
-            return InstanceOutcome("failed", sop, sop_class, f"cannot index the stored file: {exc}", origin=origin)
-        image_id = file_uri(os.path.realpath(path))
-        if self.index.is_rejected(study, series):
-            return InstanceOutcome(
-                "warning", sop, sop_class,
-                "stored, but its series was rejected: it stays hidden until helpers.restore_series()",
-                image_id, origin,
-            )  # fmt: skip
-        return InstanceOutcome("stored", sop, sop_class, None, image_id, origin)
-
-    def reject_series(self, study_uid: str, series_uid: str, *_: Any, **__: Any) -> None:
-        """Hide a series from this source (the index only: its files stay on disk)."""
-        _require_uid(study_uid, "StudyInstanceUID")
-        _require_uid(series_uid, "SeriesInstanceUID")
-        if not self.index.reject_series(study_uid, series_uid):
-            raise NotFoundError(f"dicomlocal: no series {series_uid!r} in study {study_uid!r}")
-        if self.host is not None:
-            self.host.metadata_store.remove_study(study_uid)  # the next retrieve reloads it without the series
-
-    def restore_series(self, study_uid: str, series_uid: str) -> bool:
-        restored = self.index.restore_series(study_uid, series_uid)
-        if restored and self.host is not None:
-            self.host.metadata_store.remove_study(study_uid)
-        return restored
-
     # -- the rest ------------------------------------------------------------------------
 
     def get_study_instance_uids(
@@ -396,26 +339,21 @@ class DicomLocalSource:
         """The route's study UIDs that this folder holds; every indexed study when the route names none."""
         asked = imageids.study_uids_from_route(params, query)
         if not asked:
-            return self.index.study_uids()
+            return self.held_study_uids()
         held = {r["StudyInstanceUID"] for r in self.index.study_records(asked)}
         return [uid for uid in asked if uid in held]
+
+    def held_study_uids(self) -> list[str]:
+        return self.index.study_uids()
+
+    def get_config(self) -> dict[str, Any]:
+        """The configuration as ``LocalConfig`` shows it."""
+        return self.config.public()
 
     def problems(self) -> list[dict[str, str]]:
         """Files (and folders) the index skipped, with the reason, as of the last pass."""
         self.index.open()
         return [{"path": p.path, "reason": p.reason} for p in self.index.problems()]
-
-
-class _Refused(Exception):
-    def __init__(self, reason: str, origin: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.origin = origin
-
-
-def _require_uid(value: Any, key: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise InvalidQueryError(f"dicomlocal: {key} is required (a UID string), got {value!r}")
 
 
 def _frame_number(text: str) -> int:
@@ -428,114 +366,6 @@ def _frame_number(text: str) -> int:
     return number
 
 
-def _as_part10(index: int, item: Any) -> tuple[str, bytes]:
-    """One input of ``store.dicom`` as Part-10 bytes, and where it came from (for the report)."""
-    from pydicom import Dataset, dcmread
-
-    if isinstance(item, str | os.PathLike):
-        origin = os.fspath(item)
-        try:
-            with open(origin, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise _Refused(f"cannot read the file: {exc.strerror or exc}", origin) from None
-    elif isinstance(item, bytes | bytearray | memoryview):
-        origin, data = f"input {index}", bytes(item)
-    elif isinstance(item, Dataset):
-        origin = f"dataset {index}"
-        try:
-            data = to_part10(item)
-        except Exception as exc:
-            raise _Refused(f"cannot encode the dataset: {type(exc).__name__}: {exc}", origin) from None
-    elif isinstance(item, Mapping):
-        from datasources.naturalize import to_pydicom
-
-        origin = f"dataset {index}"
-        try:
-            data = to_part10(to_pydicom(item))
-        except Exception as exc:
-            raise _Refused(f"cannot encode the naturalized dataset: {type(exc).__name__}: {exc}", origin) from None
-    else:
-        raise _Refused(f"not a Dataset, naturalized dict, bytes or path: {type(item).__name__}", f"input {index}")
-    if data[128:132] != b"DICM":
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                data = to_part10(dcmread(io.BytesIO(data), force=True))
-        except Exception as exc:
-            raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}", origin) from None
-    return origin, data
-
-
-def _uids_of(data: bytes) -> tuple[str, str, str, str | None]:
-    from pydicom import dcmread
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # values are read lazily: invalid ones warn on first access
-        try:
-            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
-            values = {k: ds.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")}
-        except Exception as exc:
-            raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}") from None
-    uids = []
-    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        value = values[key]
-        if not is_valid_uid(str(value) if value is not None else None):
-            raise _Refused(f"{key} is missing or not a valid UID: {value!r}")
-        uids.append(str(value))
-    sop_class = values["SOPClassUID"]
-    return uids[0], uids[1], uids[2], str(sop_class) if sop_class else None
-
-
 def create_dicomlocal_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.dicomlocal``; checks the configuration, touches no file."""
-    if configuration is None:
-        raise ConfigurationError("dicomlocal: a configuration with root (the folder) is required")
-    src = DicomLocalSource(configuration, host)
-
-    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
-        return src.initialize(params, query)
-
-    def image_ids_for_display_set(display_set: Any) -> list[str]:
-        # dicomfile: ids count frames from 0, as cornerstone's wadouri loader does
-        return imageids.image_ids_for_display_set(display_set, src.image_id_for_instance, first_frame=0)
-
-    def get_config() -> dict[str, Any]:
-        return src.config.public()
-
-    def delete_study_metadata(study_instance_uid: str) -> None:
-        if host is not None:
-            host.metadata_store.remove_study(study_instance_uid)
-
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={
-            "studies": {"search": src.search_studies},
-            "series": {"search": src.search_series},
-            "instances": {"search": src.search_instances},
-        },
-        retrieve={
-            "series": {"metadata": src.series_metadata},
-            "direct_url": src.direct_url,
-            "bulk_data_uri": src.bulk_data_uri,
-            "frames": src.frames,
-        },
-        store={"dicom": src.store_dicom},
-        reject={"series": src.reject_series},
-        get_image_ids_for_display_set=image_ids_for_display_set,
-        get_image_ids_for_instance=src.image_id_for_instance,
-        get_config=get_config,
-        get_study_instance_uids=src.get_study_instance_uids,
-        delete_study_metadata=delete_study_metadata,
-        helpers={
-            "reindex": src.reindex,
-            "problems": src.problems,
-            "index_file": lambda: str(src.index.index_path) if src.index.index_path else None,
-            "last_report": lambda: src.last_report,
-            "restore_series": src.restore_series,
-            "rejected_series": lambda: src.index.rejected(),
-            "path_for_image_id": src.path_for_image_id,
-            "read_image_id": src.read_image_id,
-            "close": src.index.close,
-        },
-    )
+    return IWebApiDataSource.from_source(DicomLocalSource(configuration, host))

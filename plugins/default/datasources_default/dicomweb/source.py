@@ -2,19 +2,20 @@
 
 The factory checks the configuration and opens nothing; the session is made on first use.
 Metadata flows server -> naturalized dicts -> the host's metadata store, a whole series at a
-time: a series is added only once all of it has arrived, and a failed study retrieve adds
-nothing.
+time (:mod:`.metadata`); here are the searches (QIDO-RS, planned by :mod:`.qido`), frames,
+bulk data, URLs, image ids, STOW-RS and reject.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
+from datasources import Source
 from datasources.errors import (
     ConfigurationError,
     DataSourcesError,
@@ -22,19 +23,18 @@ from datasources.errors import (
     InvalidQueryError,
     NotFoundError,
     NotSupportedError,
-    safe_message,
 )
 from datasources.forwarding import ContextThreadPoolExecutor
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
-from datasources.naturalize import naturalize_many, paused_gc
+from datasources.naturalize import naturalize_many
 from datasources.query import SearchQuery, parse_search
-from datasources.results import SeriesLoadTask, StoreResult
+from datasources.results import StoreResult
 
-from .. import imageids
-from .bulkdata import fix_bulk_data_uri, fix_instance_bulk_data, image_id
+from .bulkdata import fix_bulk_data_uri, image_id
 from .client import DicomWebClient
 from .config import DicomWebConfig
+from .metadata import MetadataRetrieve
 from .qido import plan_query
 from .stow import store_instances
 
@@ -42,19 +42,6 @@ __all__ = ["DicomWebSource", "create_dicomweb_api"]
 
 log = logging.getLogger("datasources.dicomweb")
 
-SERIES_SUMMARY_FIELDS = (
-    "StudyInstanceUID",
-    "StudyDescription",
-    "SeriesInstanceUID",
-    "SeriesDescription",
-    "SeriesNumber",
-    "SeriesDate",
-    "SeriesTime",
-    "SOPClassUID",
-    "ProtocolName",
-    "Modality",
-)
-LAZY_SERIES_INCLUDE = ("SeriesDate", "SeriesTime", "SeriesDescription", "SeriesNumber")
 DEFAULT_INCLUDE = {
     "study": ("StudyDescription", "ModalitiesInStudy"),
     "series": ("SeriesDescription", "SeriesDate", "SeriesTime"),
@@ -62,12 +49,14 @@ DEFAULT_INCLUDE = {
 _PAGE = 200
 
 
-class DicomWebSource:
+class DicomWebSource(MetadataRetrieve, Source):
     """The implementation behind the interface; one per configured source."""
+
+    HELPERS = ("iter_search", "fetch_series", "series_load_error", "frames", "session", "close")
 
     def __init__(self, configuration: Mapping[str, Any], host: Any = None) -> None:
         self.config = DicomWebConfig.from_mapping(configuration)
-        self.host = host
+        super().__init__(configuration, host)
         self.name = str(configuration.get("name") or configuration.get("friendlyName") or "dicomweb")
         self.client = DicomWebClient(self.config, self.name)
         self._cache: dict[str, Future[dict[str, dict[str, Any]]]] = {}
@@ -87,6 +76,18 @@ class DicomWebSource:
                     self._executor = ContextThreadPoolExecutor(self.config.max_workers, thread_name_prefix="dicomweb")
         return self._executor
 
+    def session(self) -> Any:
+        """The HTTP session (made on first use), for callers that reuse its auth and pool."""
+        return self.client.session
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.client.close()
+
+    def get_config(self) -> dict[str, Any]:
+        """The configuration with credentials redacted (``DicomWebConfig.public``)."""
+        return self.config.public()
+
     @property
     def store(self) -> Any:
         if self.host is None:
@@ -94,6 +95,19 @@ class DicomWebSource:
         return self.host.metadata_store
 
     # -- QIDO ---------------------------------------------------------------------------------
+
+    def search_studies(self, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        return self.search(parse_search("study", filters, **kwargs))
+
+    def search_series(
+        self, study_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        return self.search(parse_search("series", filters, **kwargs), study_uid)
+
+    def search_instances(
+        self, study_uid: str, series_uid: str | None = None, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        return self.search(parse_search("instance", filters, **kwargs), study_uid, series_uid)
 
     def _search_url(self, q: SearchQuery, study_uid: str | None, series_uid: str | None) -> str:
         root = self.config.qido_root
@@ -173,179 +187,6 @@ class DicomWebSource:
             offset += page_size
 
     # -- WADO metadata ------------------------------------------------------------------------
-
-    def _series_list(self, study_uid: str, wanted: set[str]) -> list[dict[str, Any]]:
-        q = parse_search("series", includefield=list(LAZY_SERIES_INCLUDE))
-        rows = self.search(q, study_uid)
-        for row in rows:
-            row["StudyInstanceUID"] = study_uid  # some servers (GCP) leave it out
-        if wanted:
-            rows = [r for r in rows if r.get("SeriesInstanceUID") in wanted]
-            missing = wanted - {r["SeriesInstanceUID"] for r in rows}
-            if missing:
-                raise NotFoundError(f"series {sorted(missing)} not in study {study_uid!r} on {self.name}")
-        if not rows:
-            raise NotFoundError(f"study {study_uid!r} has no series on {self.name}")
-        return sorted(rows, key=_series_order)
-
-    def fetch_series(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
-        """One series' instances: fetched, naturalized, BulkDataURIs resolved, image ids set."""
-        url = f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/metadata"
-        with paused_gc():
-            raw = self.client.get_json(url, ok=(200,))
-            if not isinstance(raw, list):
-                from datasources.errors import MalformedResponseError
-
-                raise MalformedResponseError(f"{self.name}: {series_uid} metadata is not a JSON array")
-            instances = naturalize_many(raw)
-        config = self.config
-        wado_root = config.wado_root
-        wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
-        fix = config.bulk.enabled
-        for instance in instances:
-            if "SOPInstanceUID" not in instance:
-                from datasources.errors import MalformedResponseError
-
-                raise MalformedResponseError(f"{self.name}: an instance of {series_uid} has no SOPInstanceUID")
-            instance.setdefault("StudyInstanceUID", study_uid)
-            instance.setdefault("SeriesInstanceUID", series_uid)
-            if fix:
-                fix_instance_bulk_data(instance, config)
-            instance["imageId"] = image_id(instance, config)
-            instance["wadoRoot"] = wado_root
-            instance["wadoUri"] = wado_uri
-        instances.sort(key=_instance_order)
-        return instances
-
-    def _summary(self, row: Mapping[str, Any], first: Mapping[str, Any] | None) -> dict[str, Any]:
-        summary = {k: row[k] for k in SERIES_SUMMARY_FIELDS if row.get(k) is not None}
-        if first is not None:
-            for key in SERIES_SUMMARY_FIELDS:
-                if key not in summary and first.get(key) is not None:
-                    summary[key] = first[key]
-        return summary
-
-    def _add_study_shell(self, study_uid: str, first: Mapping[str, Any]) -> None:
-        if self.store.get_study(study_uid) is None:
-            self.store.add_study(
-                {
-                    "StudyInstanceUID": study_uid,
-                    **{k: v for k, v in first.items() if k.startswith(("Patient", "Study", "Accession"))},
-                }
-            )
-
-    def series_load_error(self, study_uid: str, series_uid: str) -> DataSourcesError | None:
-        """Why the last lazy load of a series failed (the typed error), or None if it did not."""
-        with self._cache_lock:
-            return self._load_errors.get((study_uid, series_uid))
-
-    def _load_one(self, study_uid: str, row: Mapping[str, Any], made_in_client: bool) -> dict[str, Any]:
-        """A lazy task's work: fetch one series, then add it to the store whole.
-
-        A failure is recorded on the series (``loadError`` in the store: its type and a message
-        without secrets; the error itself from :meth:`series_load_error`), no instance of it is
-        added (so no ``instancesAdded``), and the next request for the study loads it again.
-        """
-        series_uid = row["SeriesInstanceUID"]
-        try:
-            instances = self.fetch_series(study_uid, series_uid)
-        except DataSourcesError as exc:
-            with self._cache_lock:
-                self._load_errors[(study_uid, series_uid)] = exc
-            self.store.update_series_metadata(
-                {
-                    "StudyInstanceUID": study_uid,
-                    "SeriesInstanceUID": series_uid,
-                    "loadError": {"type": type(exc).__name__, "message": safe_message(exc)},
-                }
-            )
-            raise
-        with self._cache_lock:
-            self._load_errors.pop((study_uid, series_uid), None)
-        recorded = self.store.get_series(study_uid, series_uid)
-        if recorded is not None:
-            recorded.pop("loadError", None)
-        summary = self._summary(row, instances[0] if instances else None)
-        self._add_study_shell(study_uid, instances[0] if instances else summary)
-        self.store.update_series_metadata(summary)
-        if instances:
-            self.store.add_instances(instances, made_in_client=made_in_client)
-        return summary
-
-    def series_metadata(
-        self,
-        study_uid: str,
-        *,
-        series_instance_uids: Sequence[str] | None = None,
-        made_in_client: bool = False,
-        return_tasks: bool = False,
-    ) -> Any:
-        if not study_uid or not isinstance(study_uid, str):
-            raise InvalidQueryError("retrieve.series.metadata needs a StudyInstanceUID")
-        wanted = set(series_instance_uids or ())
-        if return_tasks and not self.config.lazy:
-            raise ConfigurationError(f"{self.name}: return_tasks needs enableStudyLazyLoad in the configuration")
-        if self.config.lazy:
-            rows = self._series_list(study_uid, wanted)
-            self.store.add_series_metadata(rows, made_in_client=made_in_client)
-            tasks = [
-                SeriesLoadTask(row, lambda row=row: self._load_one(study_uid, row, made_in_client), self.executor)
-                for row in rows
-            ]
-            if return_tasks:
-                return tasks
-            results = [t.start() for t in tasks]
-            wait(results)  # every series gets its chance; a failed one is recorded on it
-            failed = [(t, f.exception()) for t, f in zip(tasks, results, strict=True) if f.exception() is not None]
-            if failed:
-                self.store.set_study_loaded(study_uid, False)
-                raise failed[0][1]  # type: ignore[misc]
-            summaries = {s["SeriesInstanceUID"]: s for s in (f.result() for f in results)}
-            self.store.set_study_loaded(study_uid)
-            return summaries
-        key = study_uid if not wanted else f"{study_uid}|{','.join(sorted(wanted))}"
-        with self._cache_lock:
-            future = self._cache.get(key)
-            owner = future is None
-            if owner:
-                future = Future()
-                self._cache[key] = future
-        assert future is not None
-        if owner:
-            try:
-                future.set_result(self._retrieve_whole(study_uid, wanted, made_in_client))
-            except BaseException as exc:
-                with self._cache_lock:
-                    self._cache.pop(key, None)  # a failure is not cached: asking again tries again
-                future.set_exception(exc)
-        return future.result()
-
-    def _retrieve_whole(self, study_uid: str, wanted: set[str], made_in_client: bool) -> dict[str, dict[str, Any]]:
-        rows = self._series_list(study_uid, wanted)
-        futures = [self.executor.submit(self.fetch_series, study_uid, r["SeriesInstanceUID"]) for r in rows]
-        fetched = []
-        try:
-            for row, future in zip(rows, futures, strict=True):
-                fetched.append((row, future.result()))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise  # nothing was added to the store
-        summaries = [self._summary(row, instances[0] if instances else None) for row, instances in fetched]
-        first = next((inst[0] for _, inst in fetched if inst), summaries[0])
-        self._add_study_shell(study_uid, first)
-        self.store.add_series_metadata(summaries, made_in_client=made_in_client)
-        for _, instances in fetched:
-            if instances:
-                self.store.add_instances(instances, made_in_client=made_in_client)
-        self.store.set_study_loaded(study_uid)
-        return {s["SeriesInstanceUID"]: s for s in summaries}
-
-    def delete_study_metadata(self, study_uid: str) -> None:
-        """Forget the cached retrieve of a study (every cache key of it), so the next one fetches again."""
-        with self._cache_lock:
-            for key in [k for k in self._cache if k == study_uid or k.startswith(f"{study_uid}|")]:
-                del self._cache[key]
 
     # -- frames, bulk data, URLs --------------------------------------------------------------
 
@@ -432,7 +273,7 @@ class DicomWebSource:
         sep = "&" if "?" in target else "?"
         return f"{target}{sep}accept={default_type}"
 
-    def image_id_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
+    def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None) -> str:
         if frame is None and instance.get("imageId"):
             return str(instance["imageId"])
         if instance.get("url"):
@@ -449,76 +290,6 @@ class DicomWebSource:
         return store_instances(self.client, items, **kwargs)
 
 
-def _series_order(row: Mapping[str, Any]) -> tuple[int, float, str]:
-    low_priority = row.get("Modality") in ("SR", "SEG", "RTSTRUCT", "PR", "KO")
-    try:
-        number = float(row.get("SeriesNumber") or 0)
-    except (TypeError, ValueError):
-        number = 0.0
-    return (1 if low_priority else 0, number, str(row.get("SeriesInstanceUID")))
-
-
-def _instance_order(instance: Mapping[str, Any]) -> tuple[float, str]:
-    try:
-        number = float(instance.get("InstanceNumber") or 0)
-    except (TypeError, ValueError):
-        number = 0.0
-    return (number, str(instance.get("SOPInstanceUID")))
-
-
 def create_dicomweb_api(configuration: Mapping[str, Any], host: Any = None) -> DataSource:
     """Factory for ``default.dataSourcesModule.dicomweb``: validates, opens nothing."""
-    src = DicomWebSource(configuration, host)
-
-    def initialize(params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None) -> list[str]:
-        return imageids.study_uids_from_route(params, query)
-
-    def search_studies(filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
-        return src.search(parse_search("study", filters, **kwargs))
-
-    def search_series(study_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict]:
-        return src.search(parse_search("series", filters, **kwargs), study_uid)
-
-    def search_instances(
-        study_uid: str, series_uid: str | None = None, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
-    ) -> list[dict[str, Any]]:
-        return src.search(parse_search("instance", filters, **kwargs), study_uid, series_uid)
-
-    def image_ids_for_display_set(display_set: Any) -> list[str]:
-        return imageids.image_ids_for_display_set(display_set, src.image_id_for_instance, first_frame=1)
-
-    def get_study_instance_uids(
-        params: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
-    ) -> list[str]:
-        return imageids.study_uids_from_route(params, query)
-
-    helpers: dict[str, Callable[..., Any]] = {
-        "iter_search": src.iter_search,
-        "fetch_series": src.fetch_series,
-        "series_load_error": src.series_load_error,
-        "frames": src.frames,
-        "session": lambda: src.client.session,
-        "close": src.client.close,
-    }
-    return IWebApiDataSource.create(
-        initialize=initialize,
-        query={
-            "studies": {"search": search_studies},
-            "series": {"search": search_series},
-            "instances": {"search": search_instances},
-        },
-        retrieve={
-            "series": {"metadata": src.series_metadata},
-            "direct_url": src.direct_url,
-            "bulk_data_uri": src.bulk_data_uri,
-            "frames": src.frames,
-        },
-        store={"dicom": src.store_dicom},
-        reject={"series": src.reject_series},
-        get_image_ids_for_display_set=image_ids_for_display_set,
-        get_image_ids_for_instance=src.image_id_for_instance,
-        get_config=src.config.public,
-        get_study_instance_uids=get_study_instance_uids,
-        delete_study_metadata=src.delete_study_metadata,
-        helpers=helpers,
-    )
+    return IWebApiDataSource.from_source(DicomWebSource(configuration, host))

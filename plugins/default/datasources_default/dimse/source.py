@@ -316,7 +316,7 @@ class DimseSource(Source):
             raise NotSupportedError("store.dicom", reason="the source is configured dicomUploadEnabled: false")
         from pydicom import dcmread
 
-        from ..dicomlocal.source import _as_part10, _Refused
+        from ..dicomlocal.writing import _as_part10, _Refused
 
         batch = list(items) if isinstance(items, list | tuple) else [items]
         outcomes: list[InstanceOutcome | None] = [None] * len(batch)
