@@ -184,16 +184,39 @@ def naturalize_many(datasets: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
         raise MalformedResponseError(f"not a list of DICOM JSON datasets: {exc}") from None
 
 
+_pause_lock = threading.Lock()
+_pauses = 0  # threads inside paused_gc(); the collector is off while any is
+_resume_enabled = False  # whether the first pause found the collector on
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector around bulk parsing (it dominates big JSON loads)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    """Pause the cyclic garbage collector around bulk parsing (it dominates big JSON loads).
+
+    Re-enabling the collector is not enough: everything allocated during the pause sits in the
+    youngest generation, so the next allocation would start a collection over all of it (11-31%
+    of a metadata load). What a parse builds is acyclic and long-lived, so on leaving, those
+    objects are moved straight to the oldest generation (``gc.freeze`` + ``gc.unfreeze``, no
+    traversal); a full collection still visits them later. Pauses nest and may overlap across
+    threads: the collector comes back when the last one ends. When the application froze
+    objects itself (``gc.get_freeze_count()``), they are left frozen and this step is skipped.
+    """
+    global _pauses, _resume_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _resume_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume_enabled:
+                if gc.get_freeze_count() == 0:
+                    gc.freeze()
+                    gc.unfreeze()  # the young objects land in the oldest generation, untraversed
+                gc.enable()
 
 
 # -- naturalized -> DICOM JSON ---------------------------------------------------------------
