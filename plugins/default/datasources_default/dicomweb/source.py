@@ -28,6 +28,7 @@ from .bulkdata import fix_bulk_data_uri, fix_instance_bulk_data, image_id
 from .client import DicomWebClient
 from .config import DicomWebConfig
 from .qido import plan_query
+from .static_list import StaticList
 from .stow import store_instances
 
 __all__ = ["DicomWebSource", "create_dicomweb_api"]
@@ -65,6 +66,7 @@ class DicomWebSource:
         self._cache: dict[str, Future[dict[str, dict[str, Any]]]] = {}
         self._cache_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self.static_list = StaticList(self.client, self.name)
 
     def __repr__(self) -> str:
         return f"DicomWebSource({self.name!r}, wadoRoot={self.config.wado_root!r}, auth={self.config.auth!r})"
@@ -113,12 +115,9 @@ class DicomWebSource:
         if not plan.client_filter and not plan.client_paging:
             return self._naturalize_rows(self.client.get_json(plan.url(base)))
         if self.config.static_wado:
-            rows = self.client.get_json(base)
-            if not isinstance(rows, list):
-                from datasources.errors import MalformedResponseError
-
-                raise MalformedResponseError(f"{self.name}: the static study list is not a JSON array")
-            return self._naturalize_rows(filter_records(rows, q, format="dicom_json"))
+            rows = self.static_list.get(base)  # parsed once, revalidated with its ETag/Last-Modified
+            with paused_gc():
+                return self._naturalize_rows(filter_records(rows, q, format="dicom_json"))
         # the server narrows, the client decides: page through the server's answers until the
         # client has offset + limit exact matches
         wanted = None if q.limit is None else q.offset + q.limit
