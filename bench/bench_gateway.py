@@ -11,8 +11,12 @@ run as real ``datasources serve`` processes with a dicomweb source on that Ortha
 
 The client is the same for every call (a ``requests`` session, gzip on, ``orjson.loads``), and
 the calls are interleaved run by run. Orthanc, the gateways and the client share the machine.
-Goals (ours; the issue sets none): cold study metadata at most 2.5x Orthanc, warm at most 1.0x,
-QIDO at most 2.0x.
+Frames: frames/1 of 100 instances of study A, one request each on a kept-alive connection, as a
+viewer asks (``multipart/related; type="application/octet-stream"; transfer-syntax=*``), timed
+as a whole and per request (p50).
+
+Goals (issue 15): cold study metadata at most 1.2x Orthanc, warm at most 0.3x, QIDO at most
+1.1x; the 100 frames at most 1.2x and the single-frame p50 at most 1.2x.
 
     python bench/bench_gateway.py [--runs 7] [--record]
 """
@@ -43,7 +47,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
 from support.orthanc import OrthancServer  # noqa: E402
 
-GOALS = {"gateway": 2.0, "cold": 2.5, "warm": 1.0}  # gateway: QIDO through the gateway
+GOALS = {"gateway": 1.1, "cold": 1.2, "warm": 0.3}  # gateway: QIDO through the gateway
+FRAME_GOALS = {"gateway": 1.2}
+FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
 def load(server: OrthancServer, specs: list[StudySpec]) -> None:
@@ -126,9 +132,43 @@ def table(title: str, times: dict[str, list[float]], baseline: str, goals: dict[
     return [*lines, ""]
 
 
+def frames(session: requests.Session, orthanc: str, gateway_root: str, spec: StudySpec, runs: int) -> list[str]:
+    """frames/1 of 100 instances, one GET each, directly and through the (cold) gateway."""
+    rows = session.get(f"{orthanc}/studies/{spec.study_uid}/instances", headers={"Accept": "application/dicom+json"})
+    paths = [
+        f"studies/{spec.study_uid}/series/{r['0020000E']['Value'][0]}/instances/{r['00080018']['Value'][0]}/frames/1"
+        for r in rows.json()[:100]
+    ]
+    latencies: dict[str, list[float]] = {"orthanc": [], "gateway": []}
+
+    def fetch_all(root: str, name: str) -> None:
+        for path in paths:
+            start = time.perf_counter()
+            response = session.get(f"{root}/{path}", headers={"Accept": FRAME_ACCEPT})
+            response.raise_for_status()
+            assert len(response.content) > spec.rows * spec.cols, response.headers
+            latencies[name].append(time.perf_counter() - start)
+
+    direct = session.get(f"{orthanc}/{paths[0]}", headers={"Accept": FRAME_ACCEPT}).content
+    through = session.get(f"{gateway_root}/{paths[0]}", headers={"Accept": FRAME_ACCEPT}).content
+    assert abs(len(direct) - len(through)) < 1024, "the gateway and Orthanc disagree on a frame"
+    methods = {"orthanc": lambda: fetch_all(orthanc, "orthanc"), "gateway": lambda: fetch_all(gateway_root, "gateway")}
+    times = run(methods, runs)
+    lines = table(f"Frames: frames/1 of {len(paths)} instances, one request each, keep-alive", times, "orthanc",
+                  FRAME_GOALS)  # fmt: skip
+    p50 = {name: statistics.median(values) * 1000 for name, values in latencies.items()}
+    ratio = p50["gateway"] / p50["orthanc"]
+    verdict = "met" if ratio <= FRAME_GOALS["gateway"] else "MISSED"
+    lines[-1:-1] = [
+        f"- single frame p50: orthanc {p50['orthanc']:.2f} ms, gateway {p50['gateway']:.2f} ms: {ratio:.2f}x "
+        f"(goal <= {FRAME_GOALS['gateway']}x: {verdict})"
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--qido-studies", type=int, default=1000)
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = parser.parse_args()
@@ -193,13 +233,14 @@ def main() -> None:
                     args.runs,
                 )
                 lines += table(f"Study metadata {label}", times, "orthanc", GOALS)
+            lines += frames(session, orthanc, cold, study_a, args.runs)
     print("\n".join(lines))
     if args.record:
         with (HERE / "RESULTS.md").open("a", encoding="utf-8") as out:
             out.write(f"\n## Gateway, {dt.date.today().isoformat()}\n\n")
             out.write(
                 f"`python bench/bench_gateway.py --runs {args.runs} --record`: the same GETs (requests, gzip, "
-                "orjson) to one Orthanc 1.10 directly and through `datasources serve` (dicomweb source on that "
+                "orjson) to one Orthanc directly and through `datasources serve` (dicomweb source on that "
                 "Orthanc; `cold` = `--metadata-ttl 0`, every request fetched from Orthanc; `warm` = served from "
                 f"the store). Orthanc, two gateways and the client share {os.cpu_count()} cores.\n\n" + "\n".join(lines)
             )

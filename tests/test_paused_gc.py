@@ -85,3 +85,20 @@ def test_a_disabled_collector_stays_disabled_and_frozen_objects_stay_frozen() ->
     finally:
         gc.unfreeze()
     assert keep and more
+
+
+def test_naturalize_many_hands_back_each_datasets_bulk_references() -> None:
+    datasets = [
+        {
+            "7FE00010": {"vr": "OW", "BulkDataURI": "bulk/pixels"},
+            "00400275": {"vr": "SQ", "Value": [{"00420011": {"vr": "OB", "BulkDataURI": "bulk/doc"}}]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "LEE^ANNA"}]},
+        },
+        {"00100020": {"vr": "LO", "Value": ["MRN1"]}},
+    ]
+    refs: list[list[dict]] = []
+    out = naturalize_many(datasets, bulk_refs=refs)
+    assert [[r["BulkDataURI"] for r in found] for found in refs] == [["bulk/pixels", "bulk/doc"], []]
+    refs[0][1]["BulkDataURI"] = "http://pacs/bulk/doc"  # the very dicts in the output
+    assert out[0]["RequestAttributesSequence"][0]["EncapsulatedDocument"] == {"BulkDataURI": "http://pacs/bulk/doc"}
+    assert out[0]["PixelData"] is refs[0][0]

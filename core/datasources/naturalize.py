@@ -126,7 +126,9 @@ def vr_for_tag(tag: str | int) -> str | None:
 # -- DICOM JSON -> naturalized -------------------------------------------------------------
 
 
-def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+def _naturalize(
+    dataset: Mapping[str, Any], table: dict[str, tuple[str, str | None]], refs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     vr_map: dict[str, str] | None = None
     for tag, element in dataset.items():
@@ -142,13 +144,15 @@ def _naturalize(dataset: Mapping[str, Any], table: dict[str, tuple[str, str | No
         value = element.get("Value")
         if value is None:
             if "BulkDataURI" in element:
-                out[key] = {"BulkDataURI": element["BulkDataURI"]}
+                ref = out[key] = {"BulkDataURI": element["BulkDataURI"]}
+                if refs is not None:
+                    refs.append(ref)
             elif "InlineBinary" in element:
                 out[key] = {"InlineBinary": element["InlineBinary"]}
             else:
                 out[key] = None
         elif vr == "SQ":
-            out[key] = [_naturalize(item, table) if item else {} for item in value]
+            out[key] = [_naturalize(item, table, refs) if item else {} for item in value]
         elif len(value) == 1:
             out[key] = value[0]
         else:
@@ -175,11 +179,25 @@ def naturalize(dataset: Mapping[str, Any]) -> dict[str, Any]:
     return naturalize_many((dataset,))[0]
 
 
-def naturalize_many(datasets: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Many DICOM JSON datasets (a WADO-RS metadata answer) -> naturalized dicts."""
+def naturalize_many(
+    datasets: Iterable[Mapping[str, Any]], *, bulk_refs: list[list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """Many DICOM JSON datasets (a WADO-RS metadata answer) -> naturalized dicts.
+
+    With ``bulk_refs``, one list per dataset is appended to it: the ``{"BulkDataURI": ...}``
+    dicts made for that dataset, sequences included, so that a caller rewriting the URIs
+    touches those and does not walk every element again.
+    """
     table = _tag_table()
     try:
-        return [_naturalize(ds, table) for ds in datasets]
+        if bulk_refs is None:
+            return [_naturalize(ds, table) for ds in datasets]
+        out = []
+        for ds in datasets:
+            refs: list[dict[str, Any]] = []
+            out.append(_naturalize(ds, table, refs))
+            bulk_refs.append(refs)
+        return out
     except (AttributeError, TypeError) as exc:
         raise MalformedResponseError(f"not a list of DICOM JSON datasets: {exc}") from None
 
