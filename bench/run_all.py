@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "static_search": ["bench_static_search.py", "--runs", "3"],
     "dicomweb": ["bench_dicomweb.py", "--runs", "3"],
     "gateway": ["bench_gateway.py", "--runs", "3"],
+    "viewer": ["bench_viewer.py", "--runs", "3"],
 }
 
 
