@@ -35,22 +35,10 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+sys.path.insert(0, str(HERE))
+
 from datasources import Host  # noqa: E402
-from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
-from support.orthanc import OrthancServer  # noqa: E402
-
-
-def load(server: OrthancServer, specs: list[StudySpec]) -> None:
-    batch: list[bytes] = []
-    for spec in specs:
-        for ds in iter_study(spec):
-            batch.append(dataset_to_bytes(ds))
-            if len(batch) >= 200:
-                server.upload(batch, workers=2)
-                batch = []
-    if batch:
-        server.upload(batch, workers=2)
-
+from orthanc_data import STUDY_A, STUDY_B, STUDY_C, STUDY_D, bench_orthanc  # noqa: E402
 
 RSS_CODE = """
 import gc, os, resource, sys
@@ -101,27 +89,14 @@ def run(methods: dict[str, Callable[[], object]], runs: int) -> dict[str, list[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--qido-studies", type=int, default=1000)
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = parser.parse_args()
 
     from dicomweb_client import DICOMwebClient
 
-    study_a = StudySpec("benchA", n_series=1, n_instances=1000, rows=64, cols=64)
-    study_b = StudySpec("benchB", modality="MR", n_series=10, n_instances=200, rows=64, cols=64)
-    study_c = StudySpec("benchC", n_series=1, n_instances=5000, rows=16, cols=16)
-    study_d = StudySpec("benchD", n_series=1, n_instances=100, rows=16, cols=16)
-    singles = [
-        StudySpec(
-            f"bench1k-{i}", patient_name=f"PATIENT^{i:04d}", patient_id=f"P{i:05d}", n_instances=1, rows=8, cols=8
-        )
-        for i in range(args.qido_studies)
-    ]
+    study_a, study_b, study_c, study_d = STUDY_A, STUDY_B, STUDY_C, STUDY_D
     lines: list[str] = []
-    with OrthancServer() as server:
-        start = time.perf_counter()
-        load(server, [study_a, study_b, study_c, study_d, *singles])
-        print(f"loaded {server.instance_count()} instances in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    with bench_orthanc() as server:
         url = server.dicomweb_url
         host = Host.from_config(
             {"dataSources": [{"namespace": "default.dataSourcesModule.dicomweb", "sourceName": "orthanc",

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """QIDO and study metadata through the gateway, against the same calls to Orthanc directly.
 
-One real Orthanc on 127.0.0.1 (as the tests start it) holds study A (1 series x 1000
-instances), study B (10 series x 100 instances) and 1000 single-instance studies. Two gateways
+One real Orthanc on 127.0.0.1 (as the tests start it; bench/orthanc_data.py) holds study A (1
+series x 1000 instances), study B (10 series x 200 instances) and 1000 single-instance studies
+among others. Two gateways
 run as real ``datasources serve`` processes with a dicomweb source on that Orthanc:
 
 - ``cold`` (``--metadata-ttl 0``): every metadata request goes to Orthanc (QIDO for the series,
@@ -44,24 +45,14 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
-from support.orthanc import OrthancServer  # noqa: E402
+sys.path.insert(0, str(HERE))
+
+from orthanc_data import SINGLES, STUDY_A, STUDY_B, bench_orthanc  # noqa: E402
+from support.dicomgen import StudySpec  # noqa: E402
 
 GOALS = {"gateway": 1.1, "cold": 1.2, "warm": 0.3}  # gateway: QIDO through the gateway
 FRAME_GOALS = {"gateway": 1.2}
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-
-
-def load(server: OrthancServer, specs: list[StudySpec]) -> None:
-    batch: list[bytes] = []
-    for spec in specs:
-        for ds in iter_study(spec):
-            batch.append(dataset_to_bytes(ds))
-            if len(batch) >= 200:
-                server.upload(batch, workers=2)
-                batch = []
-    if batch:
-        server.upload(batch, workers=2)
 
 
 @contextmanager
@@ -169,23 +160,12 @@ def frames(session: requests.Session, orthanc: str, gateway_root: str, spec: Stu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--qido-studies", type=int, default=1000)
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = parser.parse_args()
 
-    study_a = StudySpec("benchA", n_series=1, n_instances=1000, rows=64, cols=64)
-    study_b = StudySpec("benchB", modality="MR", n_series=10, n_instances=100, rows=64, cols=64)
-    singles = [
-        StudySpec(
-            f"bench1k-{i}", patient_name=f"PATIENT^{i:04d}", patient_id=f"P{i:05d}", n_instances=1, rows=8, cols=8
-        )
-        for i in range(args.qido_studies)
-    ]
+    study_a, study_b = STUDY_A, STUDY_B
     lines: list[str] = []
-    with OrthancServer() as server, tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        load(server, [study_a, study_b, *singles])
-        print(f"loaded {server.instance_count()} instances in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    with bench_orthanc() as server, tempfile.TemporaryDirectory() as tmp:
         orthanc = server.dicomweb_url
         config = Path(tmp) / "gateway.json"
         config.write_text(
@@ -210,7 +190,7 @@ def main() -> None:
 
         with gateway(config, "--metadata-ttl", "0") as cold, gateway(config, "--metadata-ttl", "3600") as warm:
             for label, query in (
-                (f"QIDO: all {args.qido_studies + 2} studies", "studies"),
+                (f"QIDO: all {len(SINGLES) + 4} studies", "studies"),
                 ("QIDO: PatientID=P001*", "studies?PatientID=P001*"),
             ):
                 count = len(get(f"{orthanc}/{query}"))  # type: ignore[arg-type]
@@ -220,7 +200,7 @@ def main() -> None:
                     args.runs,
                 )
                 lines += table(f"{label}, {count} rows", times, "orthanc", GOALS)
-            for label, spec in (("A: 1 series x 1000 instances", study_a), ("B: 10 series x 100 instances", study_b)):
+            for label, spec in (("A: 1 series x 1000 instances", study_a), ("B: 10 series x 200 instances", study_b)):
                 path = f"studies/{spec.study_uid}/metadata"
                 count = len(get(f"{orthanc}/{path}"))  # type: ignore[arg-type]
                 assert count == len(get(f"{cold}/{path}")) == len(get(f"{warm}/{path}"))  # type: ignore[arg-type]

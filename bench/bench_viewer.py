@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What a viewer does, end to end, against the gateway and against Orthanc directly, in one run.
 
-One real Orthanc on 127.0.0.1 holds study B (10 series x 200 instances) and 1000
-single-instance studies; one ``datasources serve`` (a dicomweb source on it, ``--metadata-ttl 0``
+One real Orthanc on 127.0.0.1 holds study B (10 series x 200 instances) among 1004
+studies (bench/orthanc_data.py); one ``datasources serve`` (a dicomweb source on it, ``--metadata-ttl 0``
 so every open is a cold one) in front. A "viewer open" is, as OHIF issues it: the worklist
 search (``studies?limit=101&offset=0&fuzzymatching=false&includefield=...``), the study's
 series search, then each series' metadata and right after it that series' first frame, six
@@ -34,9 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_gateway import FRAME_ACCEPT, gateway, load  # noqa: E402
-from support.dicomgen import StudySpec  # noqa: E402
-from support.orthanc import OrthancServer  # noqa: E402
+from bench_gateway import FRAME_ACCEPT, gateway  # noqa: E402
+from orthanc_data import STUDY_B, bench_orthanc  # noqa: E402
 
 GOAL = 1.1
 JSON = {"Accept": "application/dicom+json"}
@@ -87,15 +86,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append the result to bench/RESULTS.md")
     args = parser.parse_args()
-    study = StudySpec("benchB", modality="MR", n_series=10, n_instances=200, rows=64, cols=64)
-    singles = [
-        StudySpec(
-            f"bench1k-{i}", patient_name=f"PATIENT^{i:04d}", patient_id=f"P{i:05d}", n_instances=1, rows=8, cols=8
-        )
-        for i in range(1000)
-    ]
-    with OrthancServer() as server, tempfile.TemporaryDirectory() as tmp:
-        load(server, [study, *singles])
+    study = STUDY_B
+    with bench_orthanc() as server, tempfile.TemporaryDirectory() as tmp:
         orthanc = server.dicomweb_url
         config = Path(tmp) / "gateway.json"
         config.write_text(json.dumps({"dataSources": [{"namespace": "default.dataSourcesModule.dicomweb",
@@ -116,7 +108,7 @@ def main() -> None:
     med_all = {name: statistics.median(v) * 1000 for name, v in every.items()}
     ratio = med["gateway"] / med["orthanc"]
     lines = [
-        f"study B (10 series x 200 instances) among 1002 studies, {CONCURRENCY} series at a time, "
+        f"study B (10 series x 200 instances) among 1004 studies, {CONCURRENCY} series at a time, "
         f"{args.runs} opens each",
         "",
         "| target | time to first frame, median ms | time to all first frames, median ms |",
