@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -49,6 +50,15 @@ def load(server: OrthancServer, specs: list[StudySpec]) -> None:
         server.upload(batch, workers=2)
 
 
+class KeptOrthanc(OrthancServer):
+    """An Orthanc whose database lives in ``folder/kept``: ``start`` wipes only ``folder/db``."""
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config["StorageDirectory"] = config["IndexDirectory"] = str(self.folder / "kept")
+        return config
+
+
 @contextmanager
 def bench_orthanc() -> Iterator[OrthancServer]:
     """A running Orthanc on 127.0.0.1 holding :data:`ALL`, from the kept database when there is one."""
@@ -58,13 +68,13 @@ def bench_orthanc() -> Iterator[OrthancServer]:
     if os.environ.get("DATASOURCES_BENCH_FRESH") == "1" or not ready.is_file():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, mode=0o700)
-        with OrthancServer(folder=folder) as server:
+        with KeptOrthanc(folder=folder) as server:
             start = time.perf_counter()
             load(server, ALL)
             took = time.perf_counter() - start
             print(f"loaded {server.instance_count()} instances in {took:.1f} s (kept in {folder})", file=sys.stderr)
         ready.write_text("ok\n")
-    with OrthancServer(folder=folder) as server:
+    with KeptOrthanc(folder=folder) as server:
         expected = sum(spec.n_series * spec.n_instances for spec in ALL)
         if server.instance_count() != expected:
             ready.unlink()
