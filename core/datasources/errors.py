@@ -18,9 +18,11 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "AllMembersFailedError",
     "AuthenticationError",
+    "BackendDataError",
     "BackendError",
     "BackendTimeoutError",
     "ConfigurationError",
+    "ClientInputError",
     "ConnectionFailedError",
     "DataSourceUnavailableError",
     "DataSourcesError",
@@ -98,6 +100,15 @@ def strip_query(url: str) -> str:
 
 class DataSourcesError(Exception):
     """Base of every error raised by ``datasources`` and its extensions."""
+
+
+# Whose fault: a service that answers for this library (the gateway) maps by these two bases.
+# ClientInputError: what the caller gave is wrong (HTTP 400). BackendDataError: what a backend
+# sent is wrong (HTTP 502). Errors under neither are about the setup (configuration, extensions).
+
+
+class ClientInputError(DataSourcesError, ValueError):
+    """The caller's input is malformed: a query, a dataset, a request body (a gateway answers 400)."""
 
 
 # -- configuration and plugins ---------------------------------------------------------
@@ -183,12 +194,15 @@ class NotSupportedError(DataSourcesError, NotImplementedError):
         super().__init__(f"{text}: {reason}" if reason else text)
 
 
-class InvalidQueryError(DataSourcesError, ValueError):
+class InvalidQueryError(ClientInputError):
     """A search filter is not a DICOM keyword or tag, or its value is malformed."""
 
 
-class DatasetError(DataSourcesError, ValueError):
-    """A dataset cannot be converted: an unknown keyword, a value of the wrong shape."""
+class DatasetError(ClientInputError):
+    """A dataset given to the library cannot be converted: an unknown keyword, a value of the wrong shape.
+
+    Raised on the caller's data. Where the data came from a backend, callers raise (or pass
+    ``error=``) :class:`MalformedResponseError` instead."""
 
 
 class UnsafePathError(DataSourcesError, PermissionError):
@@ -262,8 +276,13 @@ class ConnectionFailedError(BackendError, ConnectionError):
     """The backend could not be reached or dropped the connection."""
 
 
-class MalformedResponseError(BackendError):
-    """The backend answered, but with something that cannot be parsed (bad JSON, broken multipart)."""
+class BackendDataError(BackendError):
+    """The backend answered, but its data is not what it must be (a gateway answers 502)."""
+
+
+class MalformedResponseError(BackendDataError):
+    """The backend answered, but with something that cannot be parsed (bad JSON, broken multipart,
+    a DICOM JSON value of the wrong shape, a record a matcher cannot read)."""
 
 
 class AllMembersFailedError(BackendError):

@@ -4,7 +4,9 @@ Extensions come from installed distributions (entry-point group
 ``datasources.extensions``) or are registered in-process. A broken extension never
 takes the host down: an import error, a hook that raises, a malformed return value or
 a duplicate namespace is recorded as a :class:`LoadFailure` with the extension's name
-and version, and everything else keeps working. With ``strict=True`` the first such
+and version, and everything else keeps working. That includes ``sys.exit()`` and any other
+``BaseException`` an extension raises at import or in a hook: only ``KeyboardInterrupt``
+(the user's own Ctrl-C) goes through. With ``strict=True`` the first such
 problem raises :class:`~datasources.errors.ExtensionLoadError` instead.
 """
 
@@ -31,6 +33,13 @@ def _log() -> Any:
     import logging
 
     return logging.getLogger("datasources.extensions")
+
+
+def _describe(exc: BaseException) -> str:
+    """``SystemExit`` says nothing by itself: name the exit code."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 # Value classes on the start path are frozen dataclasses, not attrs: importing attrs costs
@@ -91,8 +100,10 @@ class ExtensionRegistry:
                 continue
             try:
                 obj = ep.load()
-            except Exception as exc:  # an extension's import failure must not take the host down
-                self._fail(ep.name, version, "import", f"cannot import {ep.value}: {type(exc).__name__}: {exc}", exc)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # an extension's import failure (even sys.exit) must not take the host down
+                self._fail(ep.name, version, "import", f"cannot import {ep.value}: {_describe(exc)}", exc)
                 continue
             self.register(obj, name=ep.name, version=version, source="entry point")
 
@@ -104,15 +115,19 @@ class ExtensionRegistry:
             return self._fail(name, version, "register", "an extension of this name is already registered")
         try:
             self.plugin_manager.register(obj, name=name)
-        except Exception as exc:  # pluggy's validation errors, duplicate objects
-            return self._fail(name, version, "register", f"{type(exc).__name__}: {exc}", exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # pluggy's validation errors, duplicate objects, a module's __getattr__
+            return self._fail(name, version, "register", _describe(exc), exc)
         namespaces: list[str] = []
         ok = True
         for impl in self._impls("getDataSourcesModule", obj):
             try:
                 returned = impl.function()
-            except Exception as exc:
-                ok = self._fail(name, version, "getDataSourcesModule", f"hook raised {type(exc).__name__}: {exc}", exc)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                ok = self._fail(name, version, "getDataSourcesModule", f"hook raised {_describe(exc)}", exc)
                 continue
             if not isinstance(returned, list | tuple):
                 ok = self._fail(
@@ -127,6 +142,11 @@ class ExtensionRegistry:
                     definition = coerce_definition(item, name, version)
                 except ExtensionLoadError as exc:
                     ok = self._record(LoadFailure(name, version, "definition", exc))
+                    continue
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # a definition object whose own methods raise
+                    ok = self._fail(name, version, "definition", f"unreadable definition: {_describe(exc)}", exc)
                     continue
                 namespace = f"{name}.{hookspecs.MODULE_TYPE}.{definition.name}"
                 if namespace in self.modules:
@@ -162,14 +182,10 @@ class ExtensionRegistry:
                     raise TypeError(f"must return a mapping of name to callable, got {type(helpers).__name__}")
                 for helper_name, func in helpers.items():
                     data_source.add_helper(helper_name, func)
-            except Exception as exc:
-                self._fail(
-                    ext,
-                    version,
-                    "getDataSourceHelpers",
-                    f"helpers for {source_name!r}: {type(exc).__name__}: {exc}",
-                    exc,
-                )
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                self._fail(ext, version, "getDataSourceHelpers", f"helpers for {source_name!r}: {_describe(exc)}", exc)
 
     # -- internals -------------------------------------------------------------------
 

@@ -299,7 +299,9 @@ class Host(PubSub):
             slot.data_source = self._instantiate(entry)
         except ConfigurationError:
             raise
-        except Exception as exc:
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except BaseException as exc:  # a factory's sys.exit() must not take the host down either
             error = DataSourceUnavailableError(
                 f"createDataSource of {entry.namespace} failed for {entry.source_name!r}: {type(exc).__name__}: {exc}"
             )

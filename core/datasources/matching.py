@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from .errors import InvalidQueryError
+from .errors import InvalidQueryError, MalformedResponseError
 from .naturalize import tag_for_keyword, vr_for_keyword, vr_for_tag
 from .query import SearchQuery
 
@@ -57,9 +57,55 @@ def _split_query(value: str | list[str], vr: str | None) -> list[str]:
     return out
 
 
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(body, re.DOTALL)
+def _segment_finder(segment: str) -> Callable[[str, int, int], int]:
+    """``find(text, start, end)`` for a piece of a pattern between ``*``: the first position at
+    which it matches, or -1. ``?`` is any one character. A regex without quantifiers cannot
+    backtrack: each search costs at most ``len(text) x len(segment)`` steps."""
+    if "?" not in segment:
+        return lambda text, start, end: text.find(segment, start, end)
+    search = re.compile("".join("." if c == "?" else re.escape(c) for c in segment), re.DOTALL).search
+
+    def find(text: str, start: int, end: int) -> int:
+        found = search(text, start, end)
+        return found.start() if found else -1
+
+    return find
+
+
+def _wildcard(pattern: str) -> Callable[[str], bool]:
+    """A whole-value wildcard test (``*`` any run, ``?`` any one character), linear in
+    ``len(value) x len(pattern)`` whatever the pattern: the pieces between ``*`` have fixed
+    lengths, so the first and the last are anchored and each middle one is taken at its
+    leftmost place (taking it further right never helps the pieces after it)."""
+    pieces = pattern.split("*")
+    if len(pieces) == 1:
+        exact = _segment_finder(pattern)
+        size = len(pattern)
+        return lambda text: len(text) == size and exact(text, 0, size) == 0
+    head, tail = pieces[0], pieces[-1]
+    middle = [(len(p), _segment_finder(p)) for p in pieces[1:-1] if p]
+    head_find, tail_find = _segment_finder(head), _segment_finder(tail)
+    fixed = len(head) + len(tail)
+    least = fixed + sum(size for size, _ in middle)
+
+    def test(text: str) -> bool:
+        n = len(text)
+        if n < least:
+            return False
+        if head and head_find(text, 0, len(head)) != 0:
+            return False
+        end = n - len(tail)
+        if tail and tail_find(text, end, n) != end:
+            return False
+        position = len(head)
+        for size, find in middle:
+            found = find(text, position, end)
+            if found < 0:
+                return False
+            position = found + size
+        return True
+
+    return test
 
 
 # -- value testers: one record value (a string or a number) -> bool --------------------------
@@ -78,14 +124,14 @@ def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> ValueTest:
     prefixes: list[str] = []
     contains: list[str] = []
     suffixes: list[str] = []
-    patterns: list[re.Pattern[str]] = []
+    patterns: list[Callable[[str], bool]] = []
     for part in parts:
         part = part.casefold() if fold else part
         inner = part.strip("*")
         if "*" not in part and "?" not in part:
             exact.add(part)
         elif "?" in part or "*" in inner:
-            patterns.append(_wildcard_regex(part))
+            patterns.append(_wildcard(part))
         elif part.startswith("*") and part.endswith("*"):
             contains.append(inner)
         elif part.endswith("*"):
@@ -113,7 +159,7 @@ def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> ValueTest:
             if needle in text:
                 return True
         for pattern in patterns:
-            if pattern.fullmatch(text):
+            if pattern(text):
                 return True
         return False
 
@@ -127,11 +173,11 @@ def _fuzzy_name_tester(parts: list[str]) -> ValueTest:
     queries = []
     for part in parts:
         tokens = [t for t in _NAME_SPLIT.split(part.replace("*", " ").casefold()) if t]
-        queries.append([_wildcard_regex(t + "*") for t in tokens])
+        queries.append([_wildcard(t + "*") for t in tokens])
 
     def test(value: Any) -> bool:
         words = [w for w in _NAME_SPLIT.split(str(value).casefold()) if w]
-        return any(all(any(t.fullmatch(w) for w in words) for t in tokens) for tokens in queries)
+        return any(all(any(t(w) for w in words) for t in tokens) for tokens in queries)
 
     return test
 
@@ -231,6 +277,8 @@ def _check(
                 values = element.get("Value")
                 if not values:
                     return False
+                if values.__class__ is not list:
+                    raise TypeError(f"{tag}: Value is a {type(values).__name__}, not a list")
                 for value in values:
                     if value.__class__ is dict:
                         value = value.get("Alphabetic")
@@ -328,26 +376,46 @@ def compile_matcher(query: SearchQuery, *, fuzzy: bool = False, format: RecordFo
     return predicate
 
 
+_UNREADABLE = (AttributeError, TypeError, KeyError, RecursionError)
+
+
+def _unreadable(index: int, record: Any, query: SearchQuery, exc: BaseException) -> MalformedResponseError:
+    """A record of the wrong shape (not a mapping, a ``Value`` that is not a list, nesting past
+    the interpreter's limit): the backend's data is wrong, so a typed error that says where."""
+    detail = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+    keys = ", ".join(query.filters) or "no filter"
+    return MalformedResponseError(
+        f"record {index} ({type(record).__name__}) cannot be matched against {keys}: {detail}"[:500]
+    )
+
+
 def matches(
     record: Mapping[str, Any], query: SearchQuery, *, fuzzy: bool = False, format: RecordFormat = "naturalized"
 ) -> bool:
     """Does one record match? (For many records, :func:`filter_records` compiles once.)"""
-    return compile_matcher(query, fuzzy=fuzzy, format=format)(record)
+    predicate = compile_matcher(query, fuzzy=fuzzy, format=format)
+    try:
+        return predicate(record)
+    except _UNREADABLE as exc:
+        raise _unreadable(0, record, query, exc) from None
 
 
 def filter_records(
     records: Iterable[Any], query: SearchQuery, *, fuzzy: bool = False, format: RecordFormat = "naturalized"
 ) -> list[Any]:
-    """The records that match, then ``offset`` and ``limit`` applied (QIDO pages after filtering)."""
+    """The records that match, then ``offset`` and ``limit`` applied (QIDO pages after filtering).
+
+    A record that cannot be read (records come from backends) is a :class:`MalformedResponseError`."""
     predicate = compile_matcher(query, fuzzy=fuzzy, format=format)
-    if query.limit is None:
-        matched = [r for r in records if predicate(r)]
-        return matched[query.offset :] if query.offset else matched
-    wanted = query.offset + query.limit
-    matched = []
-    for record in records:
-        if predicate(record):
-            matched.append(record)
-            if len(matched) >= wanted:
-                break  # enough for the page: the rest need not be looked at
-    return matched[query.offset :]
+    wanted = None if query.limit is None else query.offset + query.limit
+    matched: list[Any] = []
+    index, record = -1, None
+    try:
+        for index, record in enumerate(records):  # noqa: B007 - named by the error below
+            if predicate(record):
+                matched.append(record)
+                if wanted is not None and len(matched) >= wanted:
+                    break  # enough for the page: the rest need not be looked at
+    except _UNREADABLE as exc:
+        raise _unreadable(index, record, query, exc) from None
+    return matched[query.offset :] if query.offset else matched

@@ -81,14 +81,44 @@ def new_boundary() -> str:
     return "datasources-" + os.urandom(12).hex()
 
 
+# RFC 2046 5.1.1: what a boundary may hold (and not end with a space), 1 to 70 characters
+_BCHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
+
+
+def _header_value(value: str, what: str, error: type[DataSourcesError]) -> bytes:
+    """A header value as bytes; CR, LF or any control character would start a header of its own."""
+    if not isinstance(value, str) or any(c < " " or c == "\x7f" for c in value):
+        raise error(f"{what} {value!r} holds a line break or control character"[:300])
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise error(f"{what} {value!r} is not Latin-1 text"[:300]) from None
+
+
 def build(
-    parts: Sequence[tuple[bytes, str]] | Iterable[tuple[bytes, str]], boundary: str | None = None
+    parts: Sequence[tuple[bytes, str]] | Iterable[tuple[bytes, str]],
+    boundary: str | None = None,
+    *,
+    error: type[DataSourcesError] = DatasetError,
 ) -> tuple[bytes, str]:
-    """A body of ``(content, part content type)`` pairs; returns it and its boundary."""
-    boundary = boundary or new_boundary()
+    """A body of ``(content, part content type)`` pairs; returns it and its boundary.
+
+    A content type that would inject a header, a boundary outside RFC 2046's characters, or a
+    part that holds its own delimiter is ``error`` (the caller's :class:`DatasetError` by
+    default; pass ``MalformedResponseError`` where the parts come from a backend)."""
+    if boundary is None:
+        boundary = new_boundary()
+    elif not (0 < len(boundary) <= 70 and set(boundary) <= _BCHARS and not boundary.endswith(" ")):
+        raise error(f"multipart boundary {boundary!r} is not 1 to 70 of RFC 2046's characters"[:300])
+    opening = b"--" + boundary.encode("latin-1")
     chunks: list[bytes] = []
-    for content, content_type in parts:
-        chunks += [f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1"), content, b"\r\n"]
+    for index, (content, content_type) in enumerate(parts):
+        if not isinstance(content, bytes | bytearray | memoryview):
+            raise error(f"multipart part {index}: content is bytes, not {type(content).__name__}")
+        if b"\n" + opening in content:  # the parser would end the part there
+            raise error(f"multipart part {index} holds its own boundary {boundary!r}")
+        header = _header_value(content_type, f"multipart part {index}: content type", error)
+        chunks += [opening + b"\r\nContent-Type: " + header + b"\r\n\r\n", bytes(content), b"\r\n"]
     chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
     return b"".join(chunks), boundary
 
@@ -102,12 +132,16 @@ def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = Dat
     boundary = params.get("boundary")
     if not boundary:
         raise error("the multipart Content-Type has no boundary")
-    delimiter = b"--" + boundary.encode("latin-1")
+    try:
+        delimiter = b"--" + boundary.encode("latin-1")
+    except UnicodeEncodeError:
+        raise error(f"the multipart boundary {boundary[:80]!r} is not Latin-1 text") from None
     start = body.find(delimiter)
     if start < 0:
         raise error("the multipart body never contains its boundary")
     parts: list[Part] = []
     position = start + len(delimiter)
+    finder = _Delimiters(body, delimiter)
     while True:
         if body[position : position + 2] == b"--":
             return parts
@@ -118,25 +152,51 @@ def parse(body: bytes, content_type: str, *, error: type[DataSourcesError] = Dat
         else:
             raise error("the multipart body has text after a boundary")
         headers: dict[str, str] = {}
+        # every search stops at this part's delimiter: linear in the body, whatever the parts
+        end, size = finder.next(position)
+        if end < 0:
+            raise error("the multipart body is truncated: no closing boundary")
         if body[position : position + 2] == b"\r\n":  # a part without headers
             content_start = position + 2
         elif body[position : position + 1] == b"\n":
             content_start = position + 1
         else:
-            ends = [(i, size) for i, size in ((body.find(b"\r\n\r\n", position), 4), (body.find(b"\n\n", position), 2))]
-            found = [end for end in ends if end[0] >= 0]
-            if not found:
+            crlf = body.find(b"\r\n\r\n", position, end + 2)
+            lf = body.find(b"\n\n", position, crlf + 2 if crlf >= 0 else end + 1)
+            if crlf < 0 and lf < 0:
                 raise error("the multipart body is truncated: a part has no end of headers")
-            header_end, separator = min(found)
+            header_end, separator = (lf, 2) if lf >= 0 else (crlf, 4)
             for line in body[position:header_end].decode("latin-1").splitlines():
                 name, sep, value = line.partition(":")
                 if sep:
                     headers[name.strip().lower()] = value.strip()
             content_start = header_end + separator
-        next_delimiter, crlf = body.find(b"\r\n" + delimiter, content_start), 2
-        if next_delimiter < 0:
-            next_delimiter, crlf = body.find(b"\n" + delimiter, content_start), 1
-        if next_delimiter < 0:
-            raise error("the multipart body is truncated: no closing boundary")
-        parts.append(Part(headers, body[content_start:next_delimiter]))
-        position = next_delimiter + crlf + len(delimiter)
+        if content_start > end:  # the blank line ending the headers was the delimiter's own line break
+            end, size = finder.next(content_start)
+            if end < 0:
+                raise error("the multipart body is truncated: no closing boundary")
+        parts.append(Part(headers, body[content_start:end]))
+        position = end + size
+
+
+class _Delimiters:
+    """The next ``CRLF--boundary`` at or after a position, else the next ``LF--boundary`` (some
+    writers end lines with LF alone). Positions only grow, so each search resumes where the last
+    one's answer was used: one pass over the body, however many parts (a search from every part
+    for a kind of delimiter the body lacks would scan to its end each time)."""
+
+    __slots__ = ("body", "crlf", "crlf_at", "lf", "lf_at")
+
+    def __init__(self, body: bytes, delimiter: bytes) -> None:
+        self.body = body
+        self.crlf, self.lf = b"\r\n" + delimiter, b"\n" + delimiter
+        self.crlf_at = self.lf_at = -2  # -2: not searched yet; -1: none left in the body
+
+    def next(self, position: int) -> tuple[int, int]:
+        if self.crlf_at != -1 and self.crlf_at < position:
+            self.crlf_at = self.body.find(self.crlf, position)
+        if self.crlf_at >= 0:
+            return self.crlf_at, len(self.crlf)
+        if self.lf_at != -1 and self.lf_at < position:
+            self.lf_at = self.body.find(self.lf, position)
+        return self.lf_at, len(self.lf)

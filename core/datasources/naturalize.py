@@ -30,6 +30,7 @@ __all__ = [
     "VR_MAP_KEY",
     "denaturalize",
     "from_pydicom",
+    "cache_sizes",
     "is_tag",
     "keyword_for_tag",
     "naturalize",
@@ -49,6 +50,12 @@ _BY_TAG: dict[str, tuple[str, str | None]] = {}
 _BY_KEYWORD: dict[str, tuple[str, str]] = {}
 _tables_lock = threading.Lock()
 _HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+# Caches of what the dictionary does not hold (private tags, lower-case hex, application keys)
+# are bounded: a backend that sends new private tags in every dataset must not grow the process.
+# Past the bound a cache is emptied and refilled; what recurs is back in it at once.
+CACHE_LIMIT = 4096
+# sequences nested deeper than this are refused (real data nests a few levels; Python's stack does not)
+MAX_DEPTH = 64
 
 
 def _build_tables() -> None:
@@ -96,6 +103,11 @@ def is_tag(text: str) -> bool:
     return bool(_HEX_TAG.match(text))
 
 
+def cache_sizes() -> dict[str, int]:
+    """How many entries each process-wide cache holds (each is at most :data:`CACHE_LIMIT`)."""
+    return {"tags": len(_MISSES), "keys": len(_KEY_CACHE)}
+
+
 def keyword_for_tag(tag: str | int) -> str | None:
     """``"00100010"``, ``"(0010,0010)"`` or ``0x00100010`` -> ``"PatientName"``; None if unknown."""
     hex_tag = _normalize_tag(tag)
@@ -127,7 +139,10 @@ def vr_for_tag(tag: str | int) -> str | None:
 
 
 def _naturalize(
-    dataset: Mapping[str, Any], table: dict[str, tuple[str, str | None]], refs: list[dict[str, Any]] | None = None
+    dataset: Mapping[str, Any],
+    table: dict[str, tuple[str, str | None]],
+    depth: int = 0,
+    refs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     vr_map: dict[str, str] | None = None
@@ -138,6 +153,8 @@ def _naturalize(
         key, dict_vr = entry
         vr = element.get("vr")
         if vr != dict_vr and vr is not None:
+            if not isinstance(vr, str):
+                raise MalformedResponseError(f"not a DICOM JSON dataset: the vr of {tag} is {vr!r}"[:300])
             if vr_map is None:
                 vr_map = {}
             vr_map[key] = vr
@@ -151,8 +168,14 @@ def _naturalize(
                 out[key] = {"InlineBinary": element["InlineBinary"]}
             else:
                 out[key] = None
+        elif value.__class__ is not list:
+            raise MalformedResponseError(
+                f"not a DICOM JSON dataset: the Value of {tag} is a {type(value).__name__}, not a list"
+            )
         elif vr == "SQ":
-            out[key] = [_naturalize(item, table, refs) if item else {} for item in value]
+            if depth >= MAX_DEPTH:
+                raise MalformedResponseError(f"DICOM JSON sequences nested deeper than {MAX_DEPTH} levels (at {tag})")
+            out[key] = [_naturalize(item, table, depth + 1, refs) if item else {} for item in value]
         elif len(value) == 1:
             out[key] = value[0]
         else:
@@ -162,15 +185,24 @@ def _naturalize(
     return out
 
 
+# tags the dictionary does not hold as they are written (private, unknown, lower-case hex)
+_MISSES: dict[str, tuple[str, str | None]] = {}
+
+
 def _miss(tag: str, table: dict[str, tuple[str, str | None]]) -> tuple[str, str | None]:
     """A tag not in the table: lower-case hex, a private or unknown tag, or not a tag at all."""
+    entry = _MISSES.get(tag) if tag.__class__ is str else None
+    if entry is not None:
+        return entry
     if not isinstance(tag, str) or not _HEX_TAG.match(tag):
-        raise MalformedResponseError(f"not a DICOM JSON dataset: key {tag!r} is not an 8-hex tag")
+        raise MalformedResponseError(f"not a DICOM JSON dataset: key {tag!r} is not an 8-hex tag"[:300])
     upper = tag.upper()
     entry = table.get(upper)
     if entry is None:
         entry = (upper, None)
-        table[upper] = entry  # remembered: private tags recur in every instance
+    if len(_MISSES) >= CACHE_LIMIT:
+        _MISSES.clear()
+    _MISSES[tag] = entry  # remembered: private tags recur in every instance
     return entry
 
 
@@ -189,17 +221,21 @@ def naturalize_many(
     touches those and does not walk every element again.
     """
     table = _tag_table()
+    out: list[dict[str, Any]] = []
     try:
-        if bulk_refs is None:
-            return [_naturalize(ds, table) for ds in datasets]
-        out = []
-        for ds in datasets:
-            refs: list[dict[str, Any]] = []
-            out.append(_naturalize(ds, table, refs))
-            bulk_refs.append(refs)
-        return out
-    except (AttributeError, TypeError) as exc:
-        raise MalformedResponseError(f"not a list of DICOM JSON datasets: {exc}") from None
+        for dataset in datasets:
+            if bulk_refs is None:
+                out.append(_naturalize(dataset, table))
+            else:
+                refs: list[dict[str, Any]] = []
+                out.append(_naturalize(dataset, table, 0, refs))
+                bulk_refs.append(refs)
+    except MalformedResponseError as exc:
+        raise MalformedResponseError(f"dataset {len(out)}: {exc}") from None
+    except (AttributeError, TypeError, KeyError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        raise MalformedResponseError(f"not a list of DICOM JSON datasets: dataset {len(out)}: {detail}"[:500]) from None
+    return out
 
 
 _pause_lock = threading.Lock()
@@ -258,8 +294,10 @@ def _has_negative(value: Any) -> bool:
     return any(isinstance(v, int) and v < 0 for v in values)
 
 
-# key -> (tag, dictionary VR), or None for an application field (``url``, ``imageId``...); filled as met
+# key -> (tag, dictionary VR), or None for an application field (``url``, ``imageId``...); filled as met,
+# bounded: room for every dictionary keyword and tag, plus CACHE_LIMIT others
 _KEY_CACHE: dict[str, tuple[str, str | None] | None] = {}
+_KEY_CACHE_LIMIT = 2 * 8000 + CACHE_LIMIT  # pydicom's dictionary: about 5,000 keywords
 _SCALARS = (str, int, float)
 
 
@@ -277,21 +315,31 @@ def _key_entry(key: str) -> tuple[str, str | None] | bool | None:
     return False
 
 
-def _denaturalize(dataset: Mapping[str, Any], skip_unknown: bool, path: str) -> dict[str, Any]:
+def _denaturalize(dataset: Mapping[str, Any], skip_unknown: bool, path: str, depth: int = 0) -> dict[str, Any]:
     # the gateway's hot path (every WADO-RS metadata answer): class checks before isinstance,
     # and each key resolved once per process
     cache = _KEY_CACHE
+    if not isinstance(dataset, Mapping):
+        raise DatasetError(f"{path or 'the dataset'}: a sequence item is a mapping, not {type(dataset).__name__}")
     vr_map = dataset.get(VR_MAP_KEY)
+    if vr_map is not None and not (isinstance(vr_map, Mapping) and all(isinstance(v, str) for v in vr_map.values())):
+        raise DatasetError(f"{path}{VR_MAP_KEY} must map keywords to VR strings, not {vr_map!r}"[:300])
     out: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in dataset.items():
-        entry = cache.get(key, False)
+        entry = cache.get(key, False) if key.__class__ is str else False
         if entry is False:
+            if not isinstance(key, str):
+                raise DatasetError(
+                    f"{path}{key!r}: a key of a naturalized dataset is a string, not {type(key).__name__}"
+                )
             entry = _key_entry(key)
             if entry is False:
                 if not skip_unknown:
                     unknown.append(key)
                 continue
+            if len(cache) >= _KEY_CACHE_LIMIT:
+                cache.clear()
             cache[key] = entry
         if entry is None:
             continue  # application fields such as url, imageId, isLoaded, and _vrMap
@@ -310,29 +358,31 @@ def _denaturalize(dataset: Mapping[str, Any], skip_unknown: bool, path: str) -> 
         elif cls is list and vr != "SQ" and vr != "PN":
             out[tag] = {"vr": vr, "Value": list(value)}
         else:
-            out[tag] = _element(key, value, vr, skip_unknown, path)
+            out[tag] = _element(key, value, vr, skip_unknown, path, depth)
     if unknown:
-        raise DatasetError(
-            f"not DICOM keywords (and not 8-hex tags): {', '.join(f'{path}{k}' for k in sorted(unknown))}"
-        )
+        listed = ", ".join(f"{path}{k}" for k in sorted(unknown)[:20])
+        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        raise DatasetError(f"not DICOM keywords (and not 8-hex tags): {listed[:1000]}{more}")
     return dict(sorted(out.items()))
 
 
-def _element(key: str, value: Any, vr: str, skip_unknown: bool, path: str) -> dict[str, Any]:
+def _element(key: str, value: Any, vr: str, skip_unknown: bool, path: str, depth: int) -> dict[str, Any]:
     """The less common shapes: references, sequences, person names, bytes, tuples."""
     element: dict[str, Any] = {"vr": vr}
+    if vr == "SQ" and depth >= MAX_DEPTH:
+        raise DatasetError(f"{path}{key}: sequences nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, Mapping) and vr != "PN":
         if "BulkDataURI" in value:
             element["BulkDataURI"] = value["BulkDataURI"]
         elif "InlineBinary" in value:
             element["InlineBinary"] = value["InlineBinary"]
         elif vr == "SQ":
-            element["Value"] = [_denaturalize(value, skip_unknown, f"{path}{key}.")]
+            element["Value"] = [_denaturalize(value, skip_unknown, f"{path}{key}.", depth + 1)]
         else:
-            raise DatasetError(f"{path}{key}: a {vr} value cannot be a mapping: {value!r}")
+            raise DatasetError(f"{path}{key}: a {vr} value cannot be a mapping: {value!r}"[:300])
     elif vr == "SQ":
         items = value if isinstance(value, list | tuple) else [value]
-        element["Value"] = [_denaturalize(item, skip_unknown, f"{path}{key}.") for item in items]
+        element["Value"] = [_denaturalize(item, skip_unknown, f"{path}{key}.", depth + 1) for item in items]
     elif vr == "PN":
         items = value if isinstance(value, list | tuple) else [value]
         element["Value"] = [item if isinstance(item, Mapping) else {"Alphabetic": str(item)} for item in items]

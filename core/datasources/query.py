@@ -58,7 +58,7 @@ _DATE_ALIASES = ("startDate", "endDate")
 
 def _value_text(value: Any) -> str:
     if isinstance(value, bool):
-        raise InvalidQueryError(f"a filter value cannot be a boolean: {value!r}")
+        raise InvalidQueryError(f"a filter value cannot be a boolean: {_shown(value)}")
     if isinstance(value, int | float | str):
         return str(value)
     if isinstance(value, _dt.datetime):
@@ -67,7 +67,7 @@ def _value_text(value: Any) -> str:
         return value.strftime("%Y%m%d")
     if isinstance(value, _dt.time):
         return value.strftime("%H%M%S")
-    raise InvalidQueryError(f"a filter value must be text, a number, a date or a list of those, not {value!r}")
+    raise InvalidQueryError(f"a filter value must be text, a number, a date or a list of those, not {_shown(value)}")
 
 
 def _normalize_value(key: str, value: Any) -> str | list[str] | None:
@@ -82,18 +82,35 @@ def _normalize_value(key: str, value: Any) -> str | list[str] | None:
     return text if text != "" else None
 
 
+_LOWERED: dict[str, str] = {}  # lower-cased keyword or alias -> itself; built once, from the dictionary
+
+
 def _suggest(name: str) -> str:
+    """A hint for a misspelt keyword. Built for a bad request's cost, not a dictionary scan's:
+    difflib only compares names of about the same length (a ratio of 0.75 needs that anyway)."""
     keywords = _keyword_table()
-    lowered = {k.lower(): k for k in OHIF_ALIASES}
-    lowered.update({k.lower(): k for k in keywords})  # the keyword wins over the alias
-    if name.lower() in lowered:
-        return f"; did you mean {lowered[name.lower()]!r}? (keywords are case-sensitive)"
-    close = difflib.get_close_matches(name, list(keywords) + list(OHIF_ALIASES), n=3, cutoff=0.75)
+    if not _LOWERED:
+        lowered = {k.lower(): k for k in OHIF_ALIASES}
+        lowered.update({k.lower(): k for k in keywords})  # the keyword wins over the alias
+        _LOWERED.update(lowered)
+    if name.lower() in _LOWERED:
+        return f"; did you mean {_LOWERED[name.lower()]!r}? (keywords are case-sensitive)"
+    slack = len(name) // 3 + 1
+    candidates = [k for k in _LOWERED.values() if abs(len(k) - len(name)) <= slack]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.75)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _shown(value: Any) -> str:
+    """``repr`` cut short: an error names the input without echoing a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:100]}... ({len(text)} characters)"
 
 
 def _filter_key(name: str) -> str:
     """A keyword, alias, 8-hex tag or dotted sequence path -> the canonical filter key."""
+    if not isinstance(name, str):
+        raise InvalidQueryError(f"a filter name is a string (a DICOM keyword or tag), not {_shown(name)}")
     if name in OHIF_ALIASES:
         return OHIF_ALIASES[name]
     if tag_for_keyword(name) is not None:
@@ -106,20 +123,21 @@ def _filter_key(name: str) -> str:
             return name.upper()  # private or unknown tag: kept as the tag
     if "." in name:
         return ".".join(_filter_key(part) for part in name.split("."))
-    raise InvalidQueryError(f"{name!r} is not a DICOM keyword, tag or search option{_suggest(name)}")
+    hint = _suggest(name) if len(name) <= 200 else ""
+    raise InvalidQueryError(f"{_shown(name)} is not a DICOM keyword, tag or search option{hint}")
 
 
 def _non_negative_int(name: str, value: Any) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise InvalidQueryError(f"{name} must be a whole number, not {value!r}")
+        raise InvalidQueryError(f"{name} must be a whole number, not {_shown(value)}")
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidQueryError(f"{name} must be a whole number, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
+        raise InvalidQueryError(f"{name} must be a whole number, not {_shown(value)}") from None
     if isinstance(value, float) and value != number:
-        raise InvalidQueryError(f"{name} must be a whole number, not {value!r}")
+        raise InvalidQueryError(f"{name} must be a whole number, not {_shown(value)}")
     if number < 0:
         raise InvalidQueryError(f"{name} must be 0 or more, not {number}")
     return number
@@ -132,7 +150,7 @@ def _bool(name: str, value: Any) -> bool:
         return value.lower() in ("true", "1", "yes")
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise InvalidQueryError(f"{name} must be true or false, not {value!r}")
+    raise InvalidQueryError(f"{name} must be true or false, not {_shown(value)}")
 
 
 def _includefield(value: Any) -> tuple[str, ...]:
@@ -149,7 +167,7 @@ def _includefield(value: Any) -> tuple[str, ...]:
 def _date_text(value: Any) -> str:
     text = _value_text(value).replace("-", "") if isinstance(value, str) else _value_text(value)
     if len(text) != 8 or not text.isdigit():
-        raise InvalidQueryError(f"a date must be YYYYMMDD (or YYYY-MM-DD), not {value!r}")
+        raise InvalidQueryError(f"a date must be YYYYMMDD (or YYYY-MM-DD), not {_shown(value)}")
     return text
 
 
@@ -192,8 +210,8 @@ def parse_search(level: str, filters: Mapping[str, Any] | None = None, /, **kwar
     ``filters`` (a mapping, as OHIF passes them) and keyword arguments are merged; keyword
     arguments win. ``None`` and ``""`` mean no constraint and are dropped.
     """
-    if level not in LEVELS:
-        raise InvalidQueryError(f"unknown query level {level!r}; levels: study, series, instance")
+    if not isinstance(level, str) or level not in LEVELS:
+        raise InvalidQueryError(f"unknown query level {_shown(level)}; levels: study, series, instance")
     if filters is not None and not isinstance(filters, Mapping):
         raise InvalidQueryError(f"filters must be a mapping of keyword to value, not {type(filters).__name__}")
     given: dict[str, Any] = {**(filters or {}), **kwargs}
@@ -219,7 +237,7 @@ def parse_search(level: str, filters: Mapping[str, Any] | None = None, /, **kwar
         if normalized is None:
             continue
         if key in out:
-            raise InvalidQueryError(f"{key} is given twice (as {name!r} and another name)")
+            raise InvalidQueryError(f"{key} is given twice (as {_shown(name)} and another name)")
         out[key] = normalized
 
     limit = _non_negative_int("limit", control.get("limit"))

@@ -25,5 +25,6 @@ def getDataSourcesModule() -> list[dict[str, Any]]:
             "type": "localApi",
             "createDataSource": "datasources_default.dicomlocal:create_dicomlocal_api",
         },
+        {"name": "dimse", "type": "webApi", "createDataSource": "datasources_default.dimse:create_dimse_api"},
         {"name": "merge", "type": "mergeApi", "createDataSource": "datasources_default.merge:create_merge_api"},
     ]
