@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """QIDO and study metadata through the gateway, against the same calls to Orthanc directly.
 
-One real Orthanc on 127.0.0.1 (as the tests start it) holds study A (1 series x 1000
-instances), study B (10 series x 100 instances) and 1000 single-instance studies. Two gateways
+One real Orthanc on 127.0.0.1 (as the tests start it; bench/orthanc_data.py) holds study A (1
+series x 1000 instances), study B (10 series x 200 instances) and 1000 single-instance studies
+among others. Two gateways
 run as real ``datasources serve`` processes with a dicomweb source on that Orthanc:
 
 - ``cold`` (``--metadata-ttl 0``): every metadata request goes to Orthanc (QIDO for the series,
@@ -11,8 +12,12 @@ run as real ``datasources serve`` processes with a dicomweb source on that Ortha
 
 The client is the same for every call (a ``requests`` session, gzip on, ``orjson.loads``), and
 the calls are interleaved run by run. Orthanc, the gateways and the client share the machine.
-Goals (ours; the issue sets none): cold study metadata at most 2.5x Orthanc, warm at most 1.0x,
-QIDO at most 2.0x.
+Frames: frames/1 of 100 instances of study A, one request each on a kept-alive connection, as a
+viewer asks (``multipart/related; type="application/octet-stream"; transfer-syntax=*``), timed
+as a whole and per request (p50).
+
+Goals (issue 15): cold study metadata at most 1.2x Orthanc, warm at most 0.3x, QIDO at most
+1.1x; the 100 frames at most 1.2x and the single-frame p50 at most 1.2x.
 
     python bench/bench_gateway.py [--runs 7] [--record]
 """
@@ -40,22 +45,14 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
-from support.orthanc import OrthancServer  # noqa: E402
+sys.path.insert(0, str(HERE))
 
-GOALS = {"gateway": 2.0, "cold": 2.5, "warm": 1.0}  # gateway: QIDO through the gateway
+from orthanc_data import SINGLES, STUDY_A, STUDY_B, bench_orthanc  # noqa: E402
+from support.dicomgen import StudySpec  # noqa: E402
 
-
-def load(server: OrthancServer, specs: list[StudySpec]) -> None:
-    batch: list[bytes] = []
-    for spec in specs:
-        for ds in iter_study(spec):
-            batch.append(dataset_to_bytes(ds))
-            if len(batch) >= 200:
-                server.upload(batch, workers=2)
-                batch = []
-    if batch:
-        server.upload(batch, workers=2)
+GOALS = {"gateway": 1.1, "cold": 1.2, "warm": 0.3}  # gateway: QIDO through the gateway
+FRAME_GOALS = {"gateway": 1.2}
+FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
 @contextmanager
@@ -126,26 +123,49 @@ def table(title: str, times: dict[str, list[float]], baseline: str, goals: dict[
     return [*lines, ""]
 
 
+def frames(session: requests.Session, orthanc: str, gateway_root: str, spec: StudySpec, runs: int) -> list[str]:
+    """frames/1 of 100 instances, one GET each, directly and through the (cold) gateway."""
+    rows = session.get(f"{orthanc}/studies/{spec.study_uid}/instances", headers={"Accept": "application/dicom+json"})
+    paths = [
+        f"studies/{spec.study_uid}/series/{r['0020000E']['Value'][0]}/instances/{r['00080018']['Value'][0]}/frames/1"
+        for r in rows.json()[:100]
+    ]
+    latencies: dict[str, list[float]] = {"orthanc": [], "gateway": []}
+
+    def fetch_all(root: str, name: str) -> None:
+        for path in paths:
+            start = time.perf_counter()
+            response = session.get(f"{root}/{path}", headers={"Accept": FRAME_ACCEPT})
+            response.raise_for_status()
+            assert len(response.content) > spec.rows * spec.cols, response.headers
+            latencies[name].append(time.perf_counter() - start)
+
+    direct = session.get(f"{orthanc}/{paths[0]}", headers={"Accept": FRAME_ACCEPT}).content
+    through = session.get(f"{gateway_root}/{paths[0]}", headers={"Accept": FRAME_ACCEPT}).content
+    assert abs(len(direct) - len(through)) < 1024, "the gateway and Orthanc disagree on a frame"
+    methods = {"orthanc": lambda: fetch_all(orthanc, "orthanc"), "gateway": lambda: fetch_all(gateway_root, "gateway")}
+    times = run(methods, runs)
+    lines = table(f"Frames: frames/1 of {len(paths)} instances, one request each, keep-alive", times, "orthanc",
+                  FRAME_GOALS)  # fmt: skip
+    p50 = {name: statistics.median(values) * 1000 for name, values in latencies.items()}
+    ratio = p50["gateway"] / p50["orthanc"]
+    verdict = "met" if ratio <= FRAME_GOALS["gateway"] else "MISSED"
+    lines[-1:-1] = [
+        f"- single frame p50: orthanc {p50['orthanc']:.2f} ms, gateway {p50['gateway']:.2f} ms: {ratio:.2f}x "
+        f"(goal <= {FRAME_GOALS['gateway']}x: {verdict})"
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--qido-studies", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = parser.parse_args()
 
-    study_a = StudySpec("benchA", n_series=1, n_instances=1000, rows=64, cols=64)
-    study_b = StudySpec("benchB", modality="MR", n_series=10, n_instances=100, rows=64, cols=64)
-    singles = [
-        StudySpec(
-            f"bench1k-{i}", patient_name=f"PATIENT^{i:04d}", patient_id=f"P{i:05d}", n_instances=1, rows=8, cols=8
-        )
-        for i in range(args.qido_studies)
-    ]
+    study_a, study_b = STUDY_A, STUDY_B
     lines: list[str] = []
-    with OrthancServer() as server, tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        load(server, [study_a, study_b, *singles])
-        print(f"loaded {server.instance_count()} instances in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    with bench_orthanc() as server, tempfile.TemporaryDirectory() as tmp:
         orthanc = server.dicomweb_url
         config = Path(tmp) / "gateway.json"
         config.write_text(
@@ -170,7 +190,7 @@ def main() -> None:
 
         with gateway(config, "--metadata-ttl", "0") as cold, gateway(config, "--metadata-ttl", "3600") as warm:
             for label, query in (
-                (f"QIDO: all {args.qido_studies + 2} studies", "studies"),
+                (f"QIDO: all {len(SINGLES) + 4} studies", "studies"),
                 ("QIDO: PatientID=P001*", "studies?PatientID=P001*"),
             ):
                 count = len(get(f"{orthanc}/{query}"))  # type: ignore[arg-type]
@@ -180,7 +200,7 @@ def main() -> None:
                     args.runs,
                 )
                 lines += table(f"{label}, {count} rows", times, "orthanc", GOALS)
-            for label, spec in (("A: 1 series x 1000 instances", study_a), ("B: 10 series x 100 instances", study_b)):
+            for label, spec in (("A: 1 series x 1000 instances", study_a), ("B: 10 series x 200 instances", study_b)):
                 path = f"studies/{spec.study_uid}/metadata"
                 count = len(get(f"{orthanc}/{path}"))  # type: ignore[arg-type]
                 assert count == len(get(f"{cold}/{path}")) == len(get(f"{warm}/{path}"))  # type: ignore[arg-type]
@@ -193,13 +213,14 @@ def main() -> None:
                     args.runs,
                 )
                 lines += table(f"Study metadata {label}", times, "orthanc", GOALS)
+            lines += frames(session, orthanc, cold, study_a, args.runs)
     print("\n".join(lines))
     if args.record:
         with (HERE / "RESULTS.md").open("a", encoding="utf-8") as out:
             out.write(f"\n## Gateway, {dt.date.today().isoformat()}\n\n")
             out.write(
                 f"`python bench/bench_gateway.py --runs {args.runs} --record`: the same GETs (requests, gzip, "
-                "orjson) to one Orthanc 1.10 directly and through `datasources serve` (dicomweb source on that "
+                "orjson) to one Orthanc directly and through `datasources serve` (dicomweb source on that "
                 "Orthanc; `cold` = `--metadata-ttl 0`, every request fetched from Orthanc; `warm` = served from "
                 f"the store). Orthanc, two gateways and the client share {os.cpu_count()} cores.\n\n" + "\n".join(lines)
             )

@@ -19,7 +19,9 @@ must then recognise gzip itself).
 
 from __future__ import annotations
 
+import email.utils
 import gzip
+import hashlib
 import http.server
 import threading
 from collections.abc import Iterable, Iterator
@@ -151,10 +153,16 @@ def _file_for(root: Path, path: str, prefix: str = "") -> Path | None:
 
 
 @contextmanager
-def serve_static_tree(root: Path, *, content_encoding: bool = True, prefix: str = "") -> Iterator[str]:
+def serve_static_tree(
+    root: Path, *, content_encoding: bool = True, prefix: str = "", validators: bool = False,
+    requests_seen: list[tuple[str, int]] | None = None,
+) -> Iterator[str]:  # fmt: skip
     """Serve ``root`` on 127.0.0.1; yields the DICOMweb root URL (``http://127.0.0.1:PORT/dicom-web``).
 
     With ``prefix`` (``/cdn/archive``) the tree is served under that path instead and only there.
+    With ``validators`` each file is sent with an ETag (of its bytes) and Last-Modified (its
+    mtime), and a matching ``If-None-Match`` gets a 304, as nginx or S3 answer. Each request's
+    path and status is appended to ``requests_seen``.
     """
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -164,7 +172,21 @@ def serve_static_tree(root: Path, *, content_encoding: bool = True, prefix: str 
                 self.send_error(404)
                 return
             body = target.read_bytes()
+            if validators:
+                etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    if requests_seen is not None:  # before answering: the client may look right after
+                        requests_seen.append((self.path, 304))
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+            if requests_seen is not None:
+                requests_seen.append((self.path, 200))
             self.send_response(200)
+            if validators:
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", email.utils.formatdate(target.stat().st_mtime, usegmt=True))
             if target.suffix == ".gz":
                 self.send_header("Content-Type", "application/dicom+json")
                 if content_encoding:

@@ -56,6 +56,7 @@ log = logging.getLogger("datasources.dicomweb")
 RETRY_STATUSES = (429, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
+JSON_ACCEPT = "application/dicom+json, application/json"
 
 
 class _Session(requests.Session):
@@ -157,12 +158,15 @@ class DicomWebClient:
         content_type: str | None = None,
         ok: tuple[int, ...] = (200,),
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """Send one request (following redirects here), read its whole body under the deadline."""
+        """Send one request (following redirects here), read its whole body under the deadline.
+
+        ``headers`` are added to every hop (conditional requests: ``If-None-Match``...)."""
         deadline = time.monotonic() + self.config.deadline
         url = self.with_root_query(url)
         for _hop in range(MAX_REDIRECTS + 1):
-            response = self._hop(method, url, accept, data, content_type, timeout, deadline)
+            response = self._hop(method, url, accept, data, content_type, timeout, deadline, headers)
             location = response.headers.get("Location")
             if response.status_code not in REDIRECTS or not location or response.status_code in ok:
                 break
@@ -184,12 +188,12 @@ class DicomWebClient:
 
     def _hop(
         self, method: str, url: str, accept: str | None, data: bytes | None, content_type: str | None,
-        timeout: float | None, deadline: float,
+        timeout: float | None, deadline: float, extra: Mapping[str, str] | None = None,
     ) -> requests.Response:  # fmt: skip
         trusted = self.is_trusted(url)
         if not trusted and self.config.bulk_data_auth == "refuse-others":
             raise UnsafePathError(f"{self.name}: refusing to fetch {redact_url(url)}: not one of the configured roots")
-        headers: dict[str, Any] = {}
+        headers: dict[str, Any] = dict(extra) if extra else {}
         if accept:
             headers["Accept"] = accept
         if content_type:
@@ -246,7 +250,11 @@ class DicomWebClient:
 
     def get_json(self, url: str, *, ok: tuple[int, ...] = (200, 204)) -> Any:
         """GET a DICOM JSON answer; gzip bodies without ``Content-Encoding`` (static servers) too."""
-        response = self.request("GET", url, accept="application/dicom+json, application/json", ok=ok)
+        response = self.request("GET", url, accept=JSON_ACCEPT, ok=ok)
+        return self.json_body(response, url)
+
+    def json_body(self, response: requests.Response, url: str) -> Any:
+        """The JSON of a read answer (``[]`` for 204 or an empty body), gunzipped when bare gzip."""
         body = response.content
         if response.status_code == 204 or not body.strip():
             return []

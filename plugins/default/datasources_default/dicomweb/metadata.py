@@ -18,7 +18,7 @@ from datasources.naturalize import naturalize_many, paused_gc
 from datasources.query import parse_search
 from datasources.results import SeriesLoadTask
 
-from .bulkdata import fix_instance_bulk_data, image_id
+from .bulkdata import fix_bulk_data_uri, image_id
 from .client import DicomWebClient
 from .config import DicomWebConfig
 
@@ -70,29 +70,31 @@ class MetadataRetrieve:
     def fetch_series(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """One series' instances: fetched, naturalized, BulkDataURIs resolved, image ids set."""
         url = f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/metadata"
+        config = self.config
+        refs: list[list[dict[str, Any]]] | None = [] if config.bulk.enabled else None
         with paused_gc():
             raw = self.client.get_json(url, ok=(200,))
             if not isinstance(raw, list):
                 from datasources.errors import MalformedResponseError
 
                 raise MalformedResponseError(f"{self.name}: {series_uid} metadata is not a JSON array")
-            instances = naturalize_many(raw)
-        config = self.config
-        wado_root = config.wado_root
-        wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
-        fix = config.bulk.enabled
-        for instance in instances:
-            if "SOPInstanceUID" not in instance:
-                from datasources.errors import MalformedResponseError
+            instances = naturalize_many(raw, bulk_refs=refs)
+            del raw  # the naturalized instances are all that is kept
+            wado_root = config.wado_root
+            wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
+            for index, instance in enumerate(instances):
+                if "SOPInstanceUID" not in instance:
+                    from datasources.errors import MalformedResponseError
 
-                raise MalformedResponseError(f"{self.name}: an instance of {series_uid} has no SOPInstanceUID")
-            instance.setdefault("StudyInstanceUID", study_uid)
-            instance.setdefault("SeriesInstanceUID", series_uid)
-            if fix:
-                fix_instance_bulk_data(instance, config)
-            instance["imageId"] = image_id(instance, config)
-            instance["wadoRoot"] = wado_root
-            instance["wadoUri"] = wado_uri
+                    raise MalformedResponseError(f"{self.name}: an instance of {series_uid} has no SOPInstanceUID")
+                study = instance.setdefault("StudyInstanceUID", study_uid)
+                series = instance.setdefault("SeriesInstanceUID", series_uid)
+                if refs is not None:  # only the references naturalize made, not a walk over every element
+                    for ref in refs[index]:
+                        ref["BulkDataURI"] = fix_bulk_data_uri(ref["BulkDataURI"], study, series, config)
+                instance["imageId"] = image_id(instance, config)
+                instance["wadoRoot"] = wado_root
+                instance["wadoUri"] = wado_uri
         instances.sort(key=_instance_order)
         return instances
 

@@ -27,7 +27,7 @@ from datasources.errors import (
 from datasources.forwarding import ContextThreadPoolExecutor
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.matching import filter_records
-from datasources.naturalize import naturalize_many
+from datasources.naturalize import naturalize_many, paused_gc
 from datasources.query import SearchQuery, parse_search
 from datasources.results import StoreResult
 
@@ -36,6 +36,7 @@ from .client import DicomWebClient
 from .config import DicomWebConfig
 from .metadata import MetadataRetrieve
 from .qido import plan_query
+from .static_list import StaticList
 from .stow import store_instances
 
 __all__ = ["DicomWebSource", "create_dicomweb_api"]
@@ -63,6 +64,7 @@ class DicomWebSource(MetadataRetrieve, Source):
         self._cache_lock = threading.Lock()
         self._load_errors: dict[tuple[str, str], DataSourcesError] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self.static_list = StaticList(self.client, self.name)
 
     def __repr__(self) -> str:
         return f"DicomWebSource({self.name!r}, wadoRoot={self.config.wado_root!r}, auth={self.config.auth!r})"
@@ -136,12 +138,9 @@ class DicomWebSource(MetadataRetrieve, Source):
         if not plan.client_filter and not plan.client_paging:
             return self._naturalize_rows(self.client.get_json(plan.url(base)))
         if self.config.static_wado:
-            rows = self.client.get_json(base)
-            if not isinstance(rows, list):
-                from datasources.errors import MalformedResponseError
-
-                raise MalformedResponseError(f"{self.name}: the static study list is not a JSON array")
-            return self._naturalize_rows(filter_records(rows, q, format="dicom_json"))
+            rows = self.static_list.get(base)  # parsed once, revalidated with its ETag/Last-Modified
+            with paused_gc():
+                return self._naturalize_rows(filter_records(rows, q, format="dicom_json"))
         # the server narrows, the client decides: page through the server's answers until the
         # client has offset + limit exact matches
         wanted = None if q.limit is None else q.offset + q.limit
