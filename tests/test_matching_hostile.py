@@ -32,9 +32,9 @@ WORST = [
 
 
 def _records(count: int, length: int) -> list[dict[str, Any]]:
-    """UIDs made of `1`s (so every `1` in a pattern matches almost everywhere), all distinct."""
+    """Values made of `1`s (so every `1` in a pattern matches almost everywhere), all distinct."""
     return [
-        {"StudyInstanceUID": "1" * (length - len(str(i)) - 1) + "." + str(i), "StudyDescription": "1" * length}
+        {"AccessionNumber": "1" * (length - len(str(i)) - 1) + "." + str(i), "StudyDescription": "1" * length}
         for i in range(count)
     ]
 
@@ -60,7 +60,7 @@ def _reference(pattern: str) -> re.Pattern[str]:
 def _ratio(records: list[dict[str, Any]], key: str, pattern: str, repeat: int = 9) -> float:
     """Best time of the pattern over best time of an equality search, measured in turns, so
     that both see the same load on a shared machine."""
-    equality = parse_search("study", {"StudyInstanceUID": records[-1]["StudyInstanceUID"] + "x"})
+    equality = parse_search("study", {"AccessionNumber": records[-1]["AccessionNumber"] + "x"})
     hostile = parse_search("study", {key: pattern})
     best = [float("inf"), float("inf")]
     for _ in range(repeat):
@@ -75,7 +75,10 @@ def _ratio(records: list[dict[str, Any]], key: str, pattern: str, repeat: int = 
 def test_worst_patterns_cost_a_bounded_ratio_of_an_equality_match(pattern: str) -> None:
     for length, count in ((64, 3000), (4096, 300)):
         records = _records(count, length)
-        for key in ("StudyInstanceUID", "StudyDescription"):  # exact (UI) and case-folded (LO) paths
+        for key in (
+            "AccessionNumber",
+            "StudyDescription",
+        ):  # a UID-like SH value and a case-folded LO one (UIDs take no wildcards)
             ratio = _ratio(records, key, pattern)
             # linear in len(value) x len(pattern): the ratio may grow with the pattern, never explode
             # (measured 3 x len(pattern) at worst on an idle machine; a backtracking engine: minutes)
@@ -85,7 +88,7 @@ def test_worst_patterns_cost_a_bounded_ratio_of_an_equality_match(pattern: str) 
 @pytest.mark.parametrize("pattern", ["*1?1?1?1?1?1?1?1?1?x*", "*?" * 10, "*1" * 11 + "*x"])
 def test_cost_grows_linearly_with_the_value(pattern: str) -> None:
     short, long = _records(50, 2048), _records(50, 8192)
-    query = parse_search("study", {"StudyInstanceUID": pattern})
+    query = parse_search("study", {"AccessionNumber": pattern})
     best = [float("inf"), float("inf")]
     for _ in range(9):  # in turns, so that both see the same load
         for i, records in enumerate((short, long)):
@@ -111,7 +114,7 @@ def test_the_matcher_agrees_with_a_regular_expression_on_small_cases() -> None:
 
 def test_a_concurrent_search_is_not_starved_by_a_hostile_one() -> None:
     hostile_records = _records(200, 4096)
-    hostile = [parse_search("study", {"StudyInstanceUID": p}) for p in WORST]
+    hostile = [parse_search("study", {"AccessionNumber": p}) for p in WORST]
     plain_records = [{"PatientID": f"P{i}", "StudyInstanceUID": f"1.2.{i}"} for i in range(20000)]
     plain = parse_search("study", {"PatientID": "P19999"}, limit=1)
 
@@ -170,3 +173,11 @@ def test_deeply_nested_backend_values_are_typed_errors() -> None:
     with pytest.raises(MalformedResponseError, match="nested too deeply"):
         filter_records([{"StudyInstanceUID": value}], query)
     assert compile_matcher(query)({"StudyInstanceUID": ["1.2.3"]})
+
+
+def test_a_wildcard_bomb_against_a_uid_is_refused_before_matching() -> None:
+    """UIDs match only exactly or as a list (PS3.4 C.2.2.2.2): the attack of issue 11 is a typed 400."""
+    from datasources.errors import ClientInputError
+
+    with pytest.raises(ClientInputError, match="StudyInstanceUID"):
+        parse_search("study", {"StudyInstanceUID": "?*" * 10 + "x"})
