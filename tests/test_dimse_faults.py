@@ -255,3 +255,40 @@ def test_tls_to_the_pacs(tmp_path: Path) -> None:
         missing = dimse_host(pacs.source_config(tls={"ca": str(tmp_path / "nope.pem")}, cache=str(tmp_path)))
         with pytest.raises(ConfigurationError, match="tls files cannot be loaded"):
             missing.active_data_source.query.studies.search()
+
+
+def test_datasources_sources_shows_the_pacs_healthy_or_not(scripted: ScriptedPacs, tmp_path: Path) -> None:
+    """``datasources sources`` asks each source's ``health`` helper: a C-ECHO for the dimse source."""
+    import json
+
+    import yaml
+
+    down = _free_port()
+    config = tmp_path / "app.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dataSources": [
+                    {"namespace": "default.dataSourcesModule.dimse", "sourceName": "up",
+                     "configuration": scripted.source_config(cache=str(tmp_path / "a"), timeouts={"connect": 2})},
+                    {"namespace": "default.dataSourcesModule.dimse", "sourceName": "down",
+                     "configuration": {"host": "127.0.0.1", "port": down, "calledAETitle": "NOBODY",
+                                       "callingAETitle": "ME", "timeouts": {"connect": 2},
+                                       "cache": str(tmp_path / "b")}},
+                ],
+                "defaultDataSourceName": "up",
+            }
+        )
+    )  # fmt: skip
+    run = subprocess.run(
+        ["datasources", "sources", "-c", str(config), "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    health = {row["sourceName"]: row["health"] for row in json.loads(run.stdout)}
+    assert health["up"]["ok"] is True and health["up"]["latencyMs"] >= 0
+    assert health["down"]["ok"] is False and f"ME -> NOBODY@127.0.0.1:{down}" in health["down"]["error"]
+    wide = dict(os.environ, COLUMNS="250")
+    table = subprocess.run(
+        ["datasources", "sources", "-c", str(config)], capture_output=True, text=True, timeout=120, env=wide
+    )
+    assert table.returncode == 0 and "healthy (" in table.stdout and "unhealthy: " in table.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
@@ -67,6 +69,8 @@ def sources(config: ConfigOpt = None, json_output: JsonOpt = False, strict: Stri
     """List the configured data sources."""
     host = _host(config, strict)
     infos = host.data_sources
+    health = {i.source_name: _health(host, i.source_name) for i in infos if not i.error}
+    health = {name: state for name, state in health.items() if state is not None}
     if json_output:
         _print_json(
             [
@@ -77,18 +81,44 @@ def sources(config: ConfigOpt = None, json_output: JsonOpt = False, strict: Stri
                     "type": i.type,
                     "active": i.active,
                     "error": i.error,
+                    "health": health.get(i.source_name),
                 }
                 for i in infos
             ]
         )
         return
     table = Table(title="Data sources", title_justify="left", header_style="bold")
-    for header in ("", "sourceName", "friendlyName", "namespace", "type"):
+    headers = ["", "sourceName", "friendlyName", "namespace", "type"] + (["health"] if health else [])
+    for header in headers:
         table.add_column(header)
     for i in infos:
         marker = "*" if i.active else ("!" if i.error else "")
-        table.add_row(marker, i.source_name, i.friendly_name, i.namespace, i.type or "")
+        row = [marker, i.source_name, i.friendly_name, i.namespace, i.type or ""]
+        if health:
+            state = health.get(i.source_name)
+            row.append("" if state is None else _escape(_health_text(state)))
+        table.add_row(*row)
     out.print(table)
+
+
+def _health(host: Any, name: str) -> dict[str, Any] | None:
+    """A source's own health check (its ``health`` helper, e.g. the dimse source's C-ECHO), or None."""
+    from ..errors import DataSourcesError, safe_message
+
+    try:
+        data_source = host.get_data_source(name)
+        if "health" not in data_source.helpers:
+            return None
+        return dict(data_source.helpers.health())
+    except DataSourcesError as exc:  # a peer that is down already fails the source's initialize
+        return {"ok": False, "error": safe_message(exc)}
+
+
+def _health_text(state: dict[str, Any]) -> str:
+    if state.get("ok"):
+        latency = state.get("latencyMs")
+        return "healthy" + (f" ({latency} ms)" if latency is not None else "")
+    return f"unhealthy: {state.get('error') or 'no answer'}"
 
 
 def register(app: typer.Typer) -> None:
