@@ -16,14 +16,13 @@ references; the VR of any element whose VR is not the dictionary's single VR is 
 
 from __future__ import annotations
 
-import gc
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import DatasetError, MalformedResponseError
+from .gcpause import paused_gc
 from .multiplicity import _MULTI, _SPECIAL, _multi_keys, _number, is_multi_valued
 
 if TYPE_CHECKING:
@@ -256,41 +255,6 @@ def naturalize_many(
         detail = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
         raise MalformedResponseError(f"not a list of DICOM JSON datasets: dataset {len(out)}: {detail}"[:500]) from None
     return out
-
-
-_pause_lock = threading.Lock()
-_pauses = 0  # threads inside paused_gc(); the collector is off while any is
-_resume_enabled = False  # whether the first pause found the collector on
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector around bulk parsing (it dominates big JSON loads).
-
-    Re-enabling the collector is not enough: everything allocated during the pause sits in the
-    youngest generation, so the next allocation would start a collection over all of it (11-31%
-    of a metadata load). What a parse builds is acyclic and long-lived, so on leaving, those
-    objects are moved straight to the oldest generation (``gc.freeze`` + ``gc.unfreeze``, no
-    traversal); a full collection still visits them later. Pauses nest and may overlap across
-    threads: the collector comes back when the last one ends. When the application froze
-    objects itself (``gc.get_freeze_count()``), they are left frozen and this step is skipped.
-    """
-    global _pauses, _resume_enabled
-    with _pause_lock:
-        if _pauses == 0:
-            _resume_enabled = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses -= 1
-            if _pauses == 0 and _resume_enabled:
-                if gc.get_freeze_count() == 0:
-                    gc.freeze()
-                    gc.unfreeze()  # the young objects land in the oldest generation, untraversed
-                gc.enable()
 
 
 # -- naturalized -> DICOM JSON ---------------------------------------------------------------
