@@ -172,3 +172,30 @@ def test_bulk_rewrite_reference_is_what_the_answer_holds() -> None:
     bulk_rewrite(dataset, f"{ROOT}/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5")
     assert orjson.loads(metadata_json([instance], ROOT, "1.2.3")) == [dataset]
     assert shapes.plan_counts()["denaturalize"] >= 1
+
+
+@pytest.mark.parametrize("level", ["study", "series", "instance"])
+def test_qido_rows_are_written_as_the_dicts_would_be(level: str) -> None:
+    from datasources.gateway.qido import _qido_json, _qido_row
+
+    row = {
+        "StudyInstanceUID": "1.2",
+        "SeriesInstanceUID": "1.2.3",
+        "SOPInstanceUID": "1.2.3.4",
+        "PatientName": {"Alphabetic": "DOE^J"},
+        "ModalitiesInStudy": ["CT", "SR"],
+        "StudyDescription": None,
+        "PixelData": {"BulkDataURI": "http://backend/px"},  # dropped unless at the instance level
+        "RequestAttributesSequence": [{"ScheduledProcedureStepID": "S1", "PixelData": {"BulkDataURI": "http://b/x"}}],
+        "url": "app field",
+    }
+    without_bulk = {k: v for k, v in row.items() if k != "PixelData"}
+    for each in (row, without_bulk, row, without_bulk):
+        for study, series in ((None, None), ("1.2", None), ("1.2", "1.2.3")):
+            expected = orjson.dumps(_qido_row(each, level, None, ROOT, study, series))
+            assert _qido_json(each, level, None, ROOT, study, series) == expected
+            answer = orjson.loads(expected)
+            nested = answer["00400275"]["Value"][0]
+            assert ("7FE00010" in nested) == (level == "instance")  # pointed at the gateway, or left out
+            if level == "instance":
+                assert nested["7FE00010"]["BulkDataURI"].startswith(f"{ROOT}/studies/1.2/series/1.2.3/instances/")

@@ -13,22 +13,45 @@ import orjson
 from ..naturalize import denaturalize, paused_gc
 from ..shapes import dicom_json_planned
 
-__all__ = ["bulk_rewrite", "drop_bulk", "metadata_datasets", "metadata_json"]
+__all__ = [
+    "KeepsBulkData",
+    "bulk_rewrite",
+    "drop_bulk",
+    "drop_nested_bulk",
+    "metadata_datasets",
+    "metadata_json",
+    "rewrite_element",
+]
 
 
 def bulk_rewrite(dataset: dict[str, Any], base: str, path: tuple[str, ...] = ()) -> None:
     """Point every BulkDataURI of a DICOM JSON dataset at the gateway's bulk data route."""
     for tag, element in dataset.items():
-        _rewrite_element(tag, element, base, path)
+        rewrite_element(tag, element, base, path)
 
 
-def _rewrite_element(tag: str, element: dict[str, Any], base: str, path: tuple[str, ...] = ()) -> None:
+def rewrite_element(tag: str, element: dict[str, Any], base: str, path: tuple[str, ...] = ()) -> None:
+    """:func:`bulk_rewrite` for one element (and the sequences under it)."""
     if "BulkDataURI" in element:
         element["BulkDataURI"] = f"{base}/bulkdata/{'/'.join((*path, tag))}"
     elif element.get("vr") == "SQ":
         for index, item in enumerate(element.get("Value") or ()):
             if isinstance(item, dict):
                 bulk_rewrite(item, base, (*path, tag, str(index)))
+
+
+class KeepsBulkData(Exception):
+    """Raised by :func:`drop_nested_bulk` for an element that is itself a reference: it must go."""
+
+
+def drop_nested_bulk(tag: str, element: dict[str, Any]) -> None:
+    """:func:`drop_bulk` for one element of a dataset written by :func:`~..shapes.dicom_json_planned`."""
+    if "BulkDataURI" in element:
+        raise KeepsBulkData(tag)
+    if element.get("vr") == "SQ":
+        for item in element.get("Value") or ():
+            if isinstance(item, dict):
+                drop_bulk(item)
 
 
 def drop_bulk(dataset: dict[str, Any]) -> None:
@@ -66,7 +89,7 @@ def metadata_json(instances: Sequence[Mapping[str, Any]], root: str, study: str)
     with paused_gc():  # thousands of small objects: the cyclic GC would cost twice the work itself
         for instance in instances:
             base = _base(instance, root, study)
-            body = dicom_json_planned(instance, lambda tag, element, base=base: _rewrite_element(tag, element, base))
+            body = dicom_json_planned(instance, lambda tag, element, base=base: rewrite_element(tag, element, base))
             if body is None:
                 dataset = denaturalize(instance, skip_unknown=True)
                 bulk_rewrite(dataset, base)
