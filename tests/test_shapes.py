@@ -144,7 +144,7 @@ KEYS = st.sampled_from(
         "Nonsense",
     ]
 )
-VR_MAPS = st.none() | st.dictionaries(KEYS, st.sampled_from(["LO", "SH", "UN", "OB"]), max_size=2) | st.just({"X": 1})
+VR_MAPS = st.none() | st.dictionaries(KEYS, st.sampled_from(["LO", "SH", "UN", "OB", "%b"]), max_size=2) | st.just({"X": 1})
 
 
 @settings(max_examples=EXAMPLES // 20)

@@ -15,7 +15,6 @@ results, the same errors). Plans are bounded like the other caches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -110,8 +109,11 @@ def _denaturalize_plan(
         else:
             heads.append(b'%s"%s":' % (comma, tag.encode()))
             tails.append(b"")
-    if tails:
-        tails[-1] += b"}"
+    # one bytes template for the dataset: ``template % pieces`` writes it in one C call
+    template = b"".join(
+        h.replace(b"%", b"%%") + b"%b" + t.replace(b"%", b"%%") for h, t in zip(heads, tails, strict=True)
+    )
+    template = template + b"}" if heads else b"{}"
     order = tuple(k[2] for k in kept)
     gather = itemgetter(*order) if len(order) > 1 else (lambda values: tuple(values[i] for i in order))
     return (
@@ -120,8 +122,7 @@ def _denaturalize_plan(
         tuple(k[1] for k in kept),
         gather,
         tuple(slow),
-        tuple(heads),
-        tuple(tails),
+        template,
     )
 
 
@@ -151,7 +152,7 @@ def denaturalize_planned(dataset: Any, skip_unknown: bool, path: str, depth: int
     found = _den_plan(dataset, skip_unknown)
     if found is None:
         return None
-    (_, tags, vrs, gather, slow, _, _), values = found
+    (_, tags, vrs, gather, slow, _), values = found
     gathered = gather(values)
     out = {tag: {"vr": vr, "Value": [value]} for tag, vr, value in zip(tags, vrs, gathered, strict=True)}
     for _, kind, position, key, vr in slow:
@@ -184,7 +185,7 @@ def dicom_json_planned(dataset: Any, rewrite: Callable[[str, dict[str, Any]], No
     found = _den_plan(dataset, True)
     if found is None:
         return None
-    (_, tags, _, gather, slow, heads, tails), values = found
+    (_, tags, _, gather, slow, template), values = found
     if not tags:
         return b"{}"
     gathered = gather(values)
@@ -199,8 +200,12 @@ def dicom_json_planned(dataset: Any, rewrite: Callable[[str, dict[str, Any]], No
         if kind == _NONE:
             pieces[position] = b""
             continue
-        element = _slow_element(kind, key, gathered[position], vr, True, "", 0)
+        value = gathered[position]
+        if kind == _ELEMENT and value.__class__ is dict and "BulkDataURI" in value and vr != "PN":
+            element = {"vr": vr, "BulkDataURI": value["BulkDataURI"]}  # what _element makes of a reference
+        else:
+            element = _slow_element(kind, key, value, vr, True, "", 0)
         if rewrite is not None:
             rewrite(tags[position], element)
         pieces[position] = orjson.dumps(element)
-    return b"".join(chain.from_iterable(zip(heads, pieces, tails, strict=True)))
+    return template % tuple(pieces)
