@@ -12,15 +12,16 @@ image id with ``?tag=<tag path>``.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import parse_qsl
 
+from datasources.buffers import reader
 from datasources.errors import (
     ConfigurationError,
     DataSourcesError,
@@ -320,13 +321,14 @@ class DimseSource(Source):
 
         batch = list(items) if isinstance(items, list | tuple) else [items]
         outcomes: list[InstanceOutcome | None] = [None] * len(batch)
-        datasets, positions, origins = [], [], []
+        datasets, positions, origins, contents = [], [], [], []
         for i, item in enumerate(batch):
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), ExitStack() as stack:
                     warnings.simplefilter("ignore")
                     origin, data = _as_part10(i, item)
-                    ds = dcmread(io.BytesIO(data))
+                    # the header now, the whole just before it is sent: one instance in memory at a time
+                    ds = dcmread(stack.enter_context(reader(data)), stop_before_pixels=True)
                     ds.SOPClassUID, ds.SOPInstanceUID  # noqa: B018 - required to send it
             except _Refused as exc:
                 outcomes[i] = InstanceOutcome("failed", None, None, exc.reason, origin=exc.origin)
@@ -337,8 +339,16 @@ class DimseSource(Source):
             datasets.append(ds)
             positions.append(i)
             origins.append(origin)
+            contents.append(data)
+
+        def load(position: int) -> Any:
+            with warnings.catch_warnings(), reader(contents[position]) as fp:
+                warnings.simplefilter("ignore")
+                return dcmread(fp)
+
         if datasets:
-            for (ds, status, reason), i, origin in zip(self.client.store(datasets), positions, origins, strict=True):
+            sent = self.client.store(datasets, load)
+            for (ds, status, reason), i, origin in zip(sent, positions, origins, strict=True):
                 sop, cls = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
                 if status == 0:
                     outcomes[i] = InstanceOutcome("stored", sop, cls, None, origin=origin)
