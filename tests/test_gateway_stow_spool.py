@@ -44,6 +44,7 @@ def stow_measured(client: TestClient, url: str, body: bytes, boundary: str) -> t
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    print(f"STOW of {len(body)} bytes: peak of Python allocations {peak} bytes")
     return answer, peak
 
 
@@ -125,3 +126,22 @@ def test_a_40_mb_stow_into_dicomlocal_is_not_held_in_memory(tmp_path: Path) -> N
     for ds, data in made:
         stored = tmp_path / "store" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
         assert stored.read_bytes() == data
+
+
+def test_a_40_mb_stow_to_orthanc_holds_one_batch_at_a_time(orthanc_empty: Any) -> None:
+    made = [item for n in range(4) for item in instances(f"spool-pacs-{n}", 80, 256)]  # 320 x 128 KiB: 42 MB
+    body, boundary = mp.build([(data, "application/dicom") for _, data in made])
+    batch = sum(len(data) for _, data in made[:50])  # the dicomweb source sends 50 a request
+    host = Host({"dataSources": [{"namespace": "default.dataSourcesModule.dicomweb", "sourceName": "pacs",
+                                  "configuration": {"qidoRoot": orthanc_empty.dicomweb_url,
+                                                    "wadoRoot": orthanc_empty.dicomweb_url}}]})  # fmt: skip
+    client = TestClient(create_app(host, stow_spool_bytes=256 << 10))
+    answer, peak = stow_measured(client, "/pacs/dicom-web/studies", body, boundary)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["00081199"]["Value"]) == len(made)
+    assert peak < min(1.5 * batch, len(body) / 4), f"peak {peak} bytes; a batch is {batch}, the body {len(body)}"
+    session = orthanc_empty.session
+    for ds, data in made:
+        (found,) = session.post(f"{orthanc_empty.url}/tools/lookup", data=ds.SOPInstanceUID, timeout=30).json()
+        stored = session.get(f"{orthanc_empty.url}/instances/{found['ID']}/file", timeout=30)
+        assert stored.status_code == 200 and stored.content == data  # byte for byte, as sent

@@ -212,7 +212,7 @@ def store_instances(
                 ]
             else:
                 outcomes += _outcomes(batch, answer)
-        del body
+        body = response = None  # the answer's request holds the body too: one batch's body at a time
         done += len(batch) + len(unreadable)
         if progress:
             progress(done, total)

@@ -328,7 +328,8 @@ class DimseSource(Source):
                     warnings.simplefilter("ignore")
                     origin, data = _as_part10(i, item)
                     # the header now, the whole just before it is sent: one instance in memory at a time
-                    ds = dcmread(stack.enter_context(reader(data)), stop_before_pixels=True)
+                    fp = stack.enter_context(reader(data))
+                    ds = dcmread(fp, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
                     ds.SOPClassUID, ds.SOPInstanceUID  # noqa: B018 - required to send it
             except _Refused as exc:
                 outcomes[i] = InstanceOutcome("failed", None, None, exc.reason, origin=exc.origin)
