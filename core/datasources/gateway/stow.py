@@ -25,8 +25,9 @@ from starlette.responses import Response
 
 from .. import multipart
 from ..buffers import reader
-from ..errors import DatasetError, DataSourcesError, NotSupportedError
+from ..errors import DatasetError, NotSupportedError
 from ..results import InstanceOutcome
+from ..uploads import store_refusal
 from .negotiation import dicom_json
 from .state import source_context
 
@@ -129,18 +130,9 @@ def _close_map(view: mmap.mmap) -> None:
 
 
 def refusal(data_source: DataSource) -> str | None:
-    """Why ``data_source`` cannot store at all (read-only), known before reading a body; else None."""
-    member = data_source.store.dicom
-    reason = getattr(member, "not_supported_reason", None)
-    if reason is not None or getattr(member, "not_supported", False):
-        return reason or "the data source cannot store instances (read-only)"
-    try:
-        config = data_source.get_config()
-    except DataSourcesError:
-        return None
-    if isinstance(config, dict) and config.get("readOnly") is True:
-        return "the data source is configured readOnly"
-    return None
+    """Why ``data_source`` cannot store at all, known before reading a body; else None
+    (:func:`datasources.uploads.store_refusal`: read-only, or ``dicomUploadEnabled: false``)."""
+    return store_refusal(data_source)
 
 
 def failure_code(reason: str | None) -> int:
