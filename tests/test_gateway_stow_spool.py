@@ -145,3 +145,26 @@ def test_a_40_mb_stow_to_orthanc_holds_one_batch_at_a_time(orthanc_empty: Any) -
         (found,) = session.post(f"{orthanc_empty.url}/tools/lookup", data=ds.SOPInstanceUID, timeout=30).json()
         stored = session.get(f"{orthanc_empty.url}/instances/{found['ID']}/file", timeout=30)
         assert stored.status_code == 200 and stored.content == data  # byte for byte, as sent
+
+
+def test_a_merge_forwards_the_views_to_its_default_member(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    host = Host({"dataSources": [
+        {"namespace": "default.dataSourcesModule.dicomlocal", "sourceName": "local",
+         "configuration": {"root": str(tmp_path / "store"), "cache": str(tmp_path / "index.sqlite")}},
+        {"namespace": "default.dataSourcesModule.dicomjson", "sourceName": "sample",
+         "configuration": {"bundled": "sample"}},
+        {"namespace": "default.dataSourcesModule.merge", "sourceName": "all", "configuration": {
+            "seriesMerge": {"dataSourceNames": ["local", "sample"], "defaultDataSourceName": "local"}}},
+    ]})  # fmt: skip
+    made = instances("spool-merge", 4, 128)
+    body, boundary = mp.build([(data, "application/dicom") for _, data in made])
+    client = TestClient(create_app(host, stow_spool_bytes=1024))
+    answer = client.post("/all/dicom-web/studies", content=body, headers={"Content-Type": STOW_TYPE.format(boundary)})
+    assert answer.status_code == 200, answer.text  # the parts were views of the spool, forwarded as they are
+    more = instances("spool-merge-api", 2, 128)
+    views = [memoryview(data) for _, data in more]  # and through the Python API
+    assert [o.status for o in host.get_data_source("all").store.dicom(views).outcomes] == ["stored", "stored"]
+    for ds, data in made + more:
+        stored = tmp_path / "store" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        assert stored.read_bytes() == data
