@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import copy
 import io
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -282,6 +284,27 @@ def test_store_dicom_takes_memoryviews_one_instance_in_memory_at_a_time(orthanc_
         (found,) = server.session.post(f"{server.url}/tools/lookup", data=ds.SOPInstanceUID, timeout=30).json()
         received = pydicom.dcmread(io.BytesIO(server.session.get(f"{server.url}/instances/{found['ID']}/file").content))
         assert received.PixelData == ds.PixelData and received.SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_a_cache_file_gone_bad_is_retrieved_again_and_typed_when_read(orthanc_pacs: Any, tmp_path: Any) -> None:
+    """The cache's copy overwritten or truncated: the frames come from the PACS again, whole; the
+    reader itself names the bad file with a ``CorruptFileError`` (a 502 at the gateway)."""
+    from datasources.errors import CorruptFileError
+    from datasources_default.dimse.frames import read_labelled_frames
+
+    host = dimse_host(orthanc_pacs.server.source_config(cache={"folder": str(tmp_path)}))
+    ds = host.active_data_source
+    original = orthanc_pacs.datasets[0]
+    uids = (str(original.StudyInstanceUID), str(original.SeriesInstanceUID), str(original.SOPInstanceUID))
+    first = ds.retrieve.frames(*uids, [1])
+    path = ds.helpers.path_for_image_id("dimse:" + "/".join(uids))
+    whole = Path(path).read_bytes()
+    for damage in (whole[: len(whole) - 100], b"\x00" * 128 + b"DICM" + os.urandom(400)):
+        Path(path).write_bytes(damage)
+        with pytest.raises(CorruptFileError, match=f"dimse cache: {uids[2]}.dcm"):
+            read_labelled_frames(path, [1])
+        assert ds.retrieve.frames(*uids, [1]) == first  # retrieved again from the PACS
+        assert Path(path).read_bytes() == whole  # and the cache holds the whole file again
 
 
 def test_reject_is_not_supported_and_config_has_no_surprises(orthanc_source: Host) -> None:
