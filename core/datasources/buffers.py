@@ -12,18 +12,7 @@ import io
 import os
 from typing import Any
 
-__all__ = ["BufferReader", "is_buffer", "reader"]
-
-
-def is_buffer(item: Any) -> bool:
-    """Whether ``item`` is bytes-like (``bytes``, ``bytearray``, ``memoryview``, an ``mmap``)."""
-    if isinstance(item, bytes | bytearray | memoryview):
-        return True
-    try:
-        memoryview(item).release()
-    except TypeError:
-        return False
-    return not isinstance(item, str)
+__all__ = ["BufferReader", "reader"]
 
 
 class BufferReader(io.RawIOBase):
@@ -31,7 +20,7 @@ class BufferReader(io.RawIOBase):
 
     def __init__(self, data: Any) -> None:
         super().__init__()
-        self._view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        self._view = memoryview(data).cast("B")  # a view of the caller's buffer (or view): no copy
         self._position = 0
 
     def readable(self) -> bool:
