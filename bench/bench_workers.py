@@ -135,7 +135,8 @@ def main() -> None:
     lines = [
         f"## Gateway workers under load, {dt.date.today().isoformat()}",
         "",
-        f"`python bench/bench_workers.py --seconds {args.seconds:g} --mix {args.mix} --record`: {args.threads} threads x "
+        f"`python bench/bench_workers.py --seconds {args.seconds:g} --mix {args.mix} --record`: "
+        f"{args.threads} threads x "
         f"{args.seconds:g} s of mixed QIDO / metadata / frames (keep-alive) through `datasources serve --workers N` "
         f"in front of one Orthanc on loopback; Orthanc, the gateway and the client share {os.cpu_count()} cores "
         f"(`--mix {args.mix}`; load average before: {os.getloadavg()[0]:.1f}).",
