@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from datasources.errors import ConfigurationError, DataSourcesError, InvalidQueryError, NotFoundError, safe_message
-from datasources.gcpause import release_later
 from datasources.naturalize import naturalize_many, paused_gc
 from datasources.query import parse_search
 from datasources.results import SeriesLoadTask
@@ -80,8 +79,7 @@ class MetadataRetrieve:
 
                 raise MalformedResponseError(f"{self.name}: {series_uid} metadata is not a JSON array")
             instances = naturalize_many(raw, bulk_refs=refs)
-            release_later(raw)  # the naturalized instances are all that is kept; the raw JSON is freed aside
-            del raw
+            del raw  # the naturalized instances are all that is kept
             wado_root = config.wado_root
             wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
             for index, instance in enumerate(instances):
