@@ -8,6 +8,7 @@ benchmarks only read). ``DATASOURCES_BENCH_FRESH=1`` rebuilds it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -64,6 +65,16 @@ def bench_orthanc() -> Iterator[OrthancServer]:
     """A running Orthanc on 127.0.0.1 holding :data:`ALL`, from the kept database when there is one."""
     digest = hashlib.sha256(repr(ALL).encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / f"datasources-bench-{os.getuid()}" / digest
+    folder.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    # one Orthanc at a time on the kept database: two on one SQLite index corrupt it
+    with open(folder.parent / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with _kept(folder) as server:
+            yield server
+
+
+@contextmanager
+def _kept(folder: Path) -> Iterator[OrthancServer]:
     ready = folder / "loaded"
     if os.environ.get("DATASOURCES_BENCH_FRESH") == "1" or not ready.is_file():
         shutil.rmtree(folder, ignore_errors=True)
