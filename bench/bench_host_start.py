@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--record", action="store_true", help="append the result to bench/RESULTS.md")
     args = parser.parse_args()
+    started = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_extensions(root, args.extensions)
@@ -98,7 +99,10 @@ def main() -> None:
         f"ratio source/imports: {s / sp:.2f}x (goal <= 1.2x: {'met' if s / sp <= 1.2 else 'MISSED'})",
     ]
     load = os.getloadavg()
-    lines.append(f"load average (1, 5, 15 min) at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+    lines.append(
+        f"load average (1, 5, 15 min): {started[0]:.2f}, {started[1]:.2f}, {started[2]:.2f} at the start, "
+        f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} at the end"
+    )
     print("\n".join(lines))
     if args.record:
         import datetime

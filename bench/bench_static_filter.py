@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append the result to bench/RESULTS.md")
     args = parser.parse_args()
+    started = os.getloadavg()
 
     body = orjson.dumps(make_studies(args.studies))
     studies = orjson.loads(body)
@@ -148,7 +149,10 @@ def main() -> None:
         f"worst ratio, fuzzy PatientName: {worst[True]:.3f}x (goal <= 0.2x)",
     ]
     load = os.getloadavg()
-    lines.append(f"load average (1, 5, 15 min) at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+    lines.append(
+        f"load average (1, 5, 15 min): {started[0]:.2f}, {started[1]:.2f}, {started[2]:.2f} at the start, "
+        f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} at the end"
+    )
     print("\n".join(lines))
     if args.record:
         results = Path(__file__).with_name("RESULTS.md")
