@@ -2,11 +2,13 @@
 
 ``@dataclass(frozen=True)`` writes and compiles six methods for each class when its module is
 imported (1-2.5 ms a class here, and 2.5 ms to import ``dataclasses``): for the seven value
-classes a host builds at start that was a tenth of its budget (bench/bench_host_start.py).
+classes a host builds at start that was a tenth of its budget (bench/bench_host_start.py), and
+the dicomweb source's configuration classes cost creating one about 5 ms.
 A :class:`Record` behaves as such a dataclass does: equality and hashing over its fields,
 a repr naming them, no assignment or deletion after ``__init__``, and :meth:`Record.replace`
-in place of ``dataclasses.replace``. Each class writes its own ``__init__``, so its signature,
-defaults and checks stay readable where the class is defined.
+in place of ``dataclasses.replace``. A class built by hand writes its own ``__init__``, so its
+signature, defaults and checks stay readable where it is defined; one with many fields built
+in one place (a source's validated configuration) takes them by keyword.
 """
 
 from __future__ import annotations
@@ -24,9 +26,21 @@ class Record:
     __slots__ = ()
 
     _fields: ClassVar[tuple[str, ...]] = ()
+    # the values of fields a caller may leave out
+    _defaults: ClassVar[dict[str, Any]] = {}
     # fields left out of the repr (a configuration may hold secrets) and out of ==/hash
     _no_repr: ClassVar[frozenset[str]] = frozenset()
     _no_compare: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **values: Any) -> None:
+        """Every field by keyword (``_defaults`` fill the rest), for a class with many fields
+        that is built in one place; a class built by hand writes its own ``__init__``."""
+        unknown = sorted(set(values) - set(self._fields))
+        missing = [f for f in self._fields if f not in values and f not in self._defaults]
+        if unknown or missing:
+            problem = f"unknown fields {unknown}" if unknown else f"missing fields {missing}"
+            raise TypeError(f"{type(self).__name__}(): {problem}")
+        self._set(**{**self._defaults, **values})
 
     def _set(self, **values: Any) -> None:
         """Set fields from ``__init__`` (assignment is refused everywhere else)."""
