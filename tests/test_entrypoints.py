@@ -110,3 +110,21 @@ def test_two_settings_of_the_path_used_in_turn_keep_their_own_caches(tmp_path: P
         assert ["fakeone", "1.0"] in one_listed and ["faketwo", "1.0"] not in one_listed
         assert ["faketwo", "1.0"] in two_listed and ["fakeone", "1.0"] not in two_listed
     assert [p.stat().st_mtime_ns for p in files] == written
+
+
+def test_cache_files_of_paths_unused_for_a_month_are_removed_by_the_next_scan(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    one, two = tmp_path / "one", tmp_path / "two"
+    for root, name in ((one, "fakeone"), (two, "faketwo")):
+        root.mkdir()
+        install_fake(root, name, "1.0")
+    listed(one, cache)
+    (old,) = (cache / "datasources").glob("entry-points-*.tsv")
+    month_ago = old.stat().st_mtime - 31 * 24 * 3600
+    os.utime(old, (month_ago, month_ago))
+    recent = cache / "datasources" / "entry-points-0000000000000000.tsv"
+    recent.write_text("#path\tnowhere\t-\n")  # another path's file, written lately: kept
+    listed(two, cache)  # a scan (a new sys.path) writes its file and prunes
+    assert not old.exists()
+    assert recent.exists()
+    assert len(list((cache / "datasources").glob("entry-points-*.tsv"))) == 2

@@ -3,8 +3,9 @@
 Scanning every installed distribution's ``entry_points.txt`` with importlib-metadata costs more
 than everything else a host does at start. The answer only changes when a distribution is
 installed or removed, which changes the modification time of the ``sys.path`` folder that
-holds its ``.dist-info``. So the cache (a small text file per interpreter and group) records
-those folders' times. ``sys.path[0]`` (the current directory under ``python -c``, a script's
+holds its ``.dist-info``. So the cache (a small text file per interpreter, group and
+``sys.path``, so that two settings of ``PYTHONPATH`` used in turn keep their own) records
+those folders' times; files of paths unused for a month are removed by the next scan. ``sys.path[0]`` (the current directory under ``python -c``, a script's
 or the console script's folder) is watched only if it held a distribution when the cache was
 written: writing files in the current directory, or alternating the CLI with ``python -c``,
 never forces a rescan.
@@ -175,6 +176,31 @@ def entry_points(group: str) -> list[CachedEntryPoint]:
             handle.writelines(f"#path\t{e}\t{m}\n" for e, m in _watched(first_holds).items())
             handle.writelines(f"{ep.name}\t{ep.value}\t{ep.version or ''}\n" for ep in found)
         os.replace(tmp, path)
+        _prune(folder, keep=path)
     except OSError:
         pass  # a read-only home is no reason to fail: the next start scans again
     return found
+
+
+STALE_AFTER = 30 * 24 * 3600  # seconds without a rewrite after which another path's cache file goes
+
+
+def _prune(folder: str, keep: str) -> None:
+    """Remove other ``sys.path`` settings' cache files not rewritten for :data:`STALE_AFTER`.
+
+    One file per ``sys.path`` would otherwise pile up (every temporary virtual environment or
+    ``PYTHONPATH`` leaves one); one still in use is at worst rescanned once. Runs only after a
+    scan, never on a start that reads the cache.
+    """
+    import time
+
+    limit = time.time() - STALE_AFTER
+    for name in os.listdir(folder):
+        full = os.path.join(folder, name)
+        if not (name.startswith("entry-points-") and name.endswith(".tsv")) or full == keep:
+            continue
+        try:
+            if os.stat(full).st_mtime < limit:
+                os.remove(full)
+        except OSError:
+            pass  # removed by a concurrent start, or not ours to remove
