@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import copy
 import io
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -247,6 +249,62 @@ def test_store_dicom_reports_each_instance(orthanc_pacs: Any, tmp_path: Any) -> 
     assert "presentation context" in result.outcomes[2].reason
     found = host.active_data_source.query.studies.search(PatientID="PAT7777")
     assert uids(found) == [str(new[0].StudyInstanceUID)]
+
+
+def test_store_dicom_takes_memoryviews_one_instance_in_memory_at_a_time(orthanc_pacs: Any, tmp_path: Any) -> None:
+    """Views of a mapped file (the gateway's STOW spool) are C-STOREd without a copy of them all."""
+    import mmap
+    import tracemalloc
+
+    from support.dicomgen import StudySpec, dataset_to_bytes, make_study
+
+    host = dimse_host(orthanc_pacs.server.source_config(cache={"folder": str(tmp_path)}))
+    new = make_study(StudySpec("dimse-views", patient_id="PAT7778", n_instances=25, rows=256, cols=256))
+    blobs = [dataset_to_bytes(ds) for ds in new]
+    host.active_data_source.store.dicom(new.pop(0))  # imports and the first association: not measured
+    blobs.pop(0)
+    (tmp_path / "spool").write_bytes(b"".join(blobs))
+    with open(tmp_path / "spool", "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        whole, views, at = memoryview(mapped), [], 0
+        for blob in blobs:
+            views.append(whole[at : at + len(blob)])
+            at += len(blob)
+        tracemalloc.start()
+        try:
+            result = host.active_data_source.store.dicom(views)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        for view in [*views, whole]:
+            view.release()
+    assert [o.status for o in result.outcomes] == ["stored"] * len(new), [o.reason for o in result.outcomes]
+    assert peak < sum(map(len, blobs)) / 4, (peak, sum(map(len, blobs)))
+    server = orthanc_pacs.server
+    for ds in new:
+        (found,) = server.session.post(f"{server.url}/tools/lookup", data=ds.SOPInstanceUID, timeout=30).json()
+        received = pydicom.dcmread(io.BytesIO(server.session.get(f"{server.url}/instances/{found['ID']}/file").content))
+        assert received.PixelData == ds.PixelData and received.SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_a_cache_file_gone_bad_is_retrieved_again_and_typed_when_read(orthanc_pacs: Any, tmp_path: Any) -> None:
+    """The cache's copy overwritten or truncated: the frames come from the PACS again, whole; the
+    reader itself names the bad file with a ``CorruptFileError`` (a 502 at the gateway)."""
+    from datasources.errors import CorruptFileError
+    from datasources_default.dimse.frames import read_labelled_frames
+
+    host = dimse_host(orthanc_pacs.server.source_config(cache={"folder": str(tmp_path)}))
+    ds = host.active_data_source
+    original = orthanc_pacs.datasets[0]
+    uids = (str(original.StudyInstanceUID), str(original.SeriesInstanceUID), str(original.SOPInstanceUID))
+    first = ds.retrieve.frames(*uids, [1])
+    path = ds.helpers.path_for_image_id("dimse:" + "/".join(uids))
+    whole = Path(path).read_bytes()
+    for damage in (whole[: len(whole) - 100], b"\x00" * 128 + b"DICM" + os.urandom(400)):
+        Path(path).write_bytes(damage)
+        with pytest.raises(CorruptFileError, match=f"dimse cache: {uids[2]}.dcm"):
+            read_labelled_frames(path, [1])
+        assert ds.retrieve.frames(*uids, [1]) == first  # retrieved again from the PACS
+        assert Path(path).read_bytes() == whole  # and the cache holds the whole file again
 
 
 def test_reject_is_not_supported_and_config_has_no_surprises(orthanc_source: Host) -> None:

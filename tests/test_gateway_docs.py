@@ -159,6 +159,7 @@ def test_the_ohif_entry_reads_the_gateway(tmp_path: Path) -> None:
 
     port = free_port()
     write_config(tmp_path)
+    (tmp_path / "dicom-files").mkdir()  # the folder source, for the upload below
     entry_text = "\n".join(
         line for line in block("js", "dataSourcesModule.dicomweb").splitlines() if not line.startswith("//")
     )
@@ -185,6 +186,19 @@ def test_the_ohif_entry_reads_the_gateway(tmp_path: Path) -> None:
         assert instance["imageId"].startswith(f"wadors:{url}/sample/dicom-web/studies/{LEE_CT}/series/")
         frame = viewer.retrieve.frames(LEE_CT, instance["SeriesInstanceUID"], instance["SOPInstanceUID"], [1])
         assert len(frame[0]) == instance["Rows"] * instance["Columns"] * 2
+        # "dicomUploadEnabled": false, as documented: store.dicom through the entry is refused, nothing sent
+        from datasources.errors import NotSupportedError
+        from support.dicomgen import StudySpec, make_study
+
+        (new,) = make_study(StudySpec("gateway-docs-upload", n_instances=1))
+        with pytest.raises(NotSupportedError, match="dicomUploadEnabled: false"):
+            viewer.store.dicom([new])
+        # set to true, for a source that stores (the folder source): the viewer uploads through STOW-RS
+        uploading = json.loads(json.dumps(entry).replace("/sample/", "/local/"))
+        uploading["configuration"]["dicomUploadEnabled"] = True
+        result = Host({"dataSources": [uploading]}).get_data_source().store.dicom([new])
+        assert [o.status for o in result.outcomes] == ["stored"], result.outcomes
+        assert list((tmp_path / "dicom-files").rglob(f"{new.SOPInstanceUID}.dcm"))
 
 
 def test_the_python_application_runs_as_written(tmp_path: Path) -> None:

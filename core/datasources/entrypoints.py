@@ -5,8 +5,9 @@ than everything else a host does at start. The answer only changes when a distri
 installed or removed, which changes the modification time of the ``sys.path`` folder that
 holds its ``.dist-info``. So the cache (a small text file per interpreter, group and
 ``sys.path``, so that two settings of ``PYTHONPATH`` used in turn keep their own) records
-those folders' times; files of paths unused for a month are removed by the next scan. ``sys.path[0]`` (the current directory under ``python -c``, a script's
-or the console script's folder) is watched only if it held a distribution when the cache was
+those folders' times; files of paths unused for a month are removed by the next scan.
+``sys.path[0]`` (the current directory under ``python -c``, a script's or the console script's
+folder) is left out of the key, and watched only if it held a distribution when the cache was
 written: writing files in the current directory, or alternating the CLI with ``python -c``,
 never forces a rescan.
 Set ``DATASOURCES_ENTRY_POINT_CACHE=0`` to always scan.

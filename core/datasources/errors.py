@@ -23,6 +23,7 @@ __all__ = [
     "ConfigurationError",
     "ClientInputError",
     "ConnectionFailedError",
+    "CorruptFileError",
     "DataSourceUnavailableError",
     "DataSourcesError",
     "DatasetError",
@@ -306,6 +307,16 @@ class BackendDataError(BackendError):
 class MalformedResponseError(BackendDataError):
     """The backend answered, but with something that cannot be parsed (bad JSON, broken multipart,
     a DICOM JSON value of the wrong shape, a record a matcher cannot read)."""
+
+
+class CorruptFileError(MalformedResponseError):
+    """A stored file (a dicomlocal folder's, a dimse source's cache) no longer reads as the DICOM
+    it was indexed as: overwritten, truncated, a broken fragment. ``file`` names it as the source
+    knows it (relative to its root), never more of the server's paths than that."""
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 class AllMembersFailedError(BackendError):

@@ -8,22 +8,28 @@ refused (a truncated upload must not store a shorter instance).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 
 from .errors import DatasetError, DataSourcesError, PayloadTooLargeError
 from .transfer import Frame, labelled
 
-__all__ = ["Part", "build", "media_params", "parse", "split_media_type"]
+__all__ = ["Part", "build", "media_params", "parse", "release", "split_media_type"]
 
 
 class Part:
-    """One body part: its (lower-cased) headers and its bytes."""
+    """One body part: its (lower-cased) headers and its bytes.
+
+    ``content`` is ``bytes`` for a ``bytes`` body, and a zero-copy ``memoryview`` slice for an
+    ``mmap`` body (the gateway's STOW spool on disk): release it (``content.release()``)
+    before the map is closed."""
 
     __slots__ = ("content", "headers")
 
-    def __init__(self, headers: dict[str, str], content: bytes) -> None:
+    def __init__(self, headers: dict[str, str], content: bytes | memoryview) -> None:
         self.headers = headers
         self.content = content
 
@@ -132,12 +138,19 @@ def build(
     for index, (content, content_type) in enumerate(parts):
         if not isinstance(content, bytes | bytearray | memoryview):
             raise error(f"multipart part {index}: content is bytes, not {type(content).__name__}")
-        if b"\n" + opening in content:  # the parser would end the part there
+        if _holds(content, b"\n" + opening):  # the parser would end the part there
             raise error(f"multipart part {index} holds its own boundary {boundary!r}")
         header = _header_value(content_type, f"multipart part {index}: content type", error)
-        chunks += [opening + b"\r\nContent-Type: " + header + b"\r\n\r\n", bytes(content), b"\r\n"]
+        chunks += [opening + b"\r\nContent-Type: " + header + b"\r\n\r\n", content, b"\r\n"]
     chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
-    return b"".join(chunks), boundary
+    return b"".join(chunks), boundary  # one copy of the contents, whatever their type
+
+
+def _holds(content: bytes | bytearray | memoryview, needle: bytes) -> bool:
+    """``needle in content`` without copying a memoryview (``in`` on one compares single items)."""
+    if isinstance(content, memoryview):
+        return re.search(re.escape(needle), content) is not None
+    return needle in content
 
 
 def parse(
@@ -151,7 +164,8 @@ def parse(
     """The parts of a ``multipart/related`` body; ``error`` (a request's :class:`DatasetError` by
     default, a server answer's ``MalformedResponseError``) if it is not well formed.
 
-    ``body`` may be an ``mmap`` of a spooled file (the gateway's large STOW bodies). More than
+    ``body`` may be an ``mmap`` of a spooled file (the gateway's large STOW bodies): its parts'
+    contents are then ``memoryview`` slices of it, nothing copied. More than
     ``max_parts`` parts, or a part's headers over ``max_header_bytes``, are
     :class:`PayloadTooLargeError` (a configured bound, not a malformed body)."""
     media, params = split_media_type(content_type)
@@ -168,11 +182,44 @@ def parse(
     if start < 0:
         raise error("the multipart body never contains its boundary")
     parts: list[Part] = []
+    if not isinstance(body, mmap.mmap):
+        _split(body, delimiter, start, parts, body.__getitem__, error, max_parts, max_header_bytes)
+        return parts
+    view = memoryview(body)
+    try:
+        _split(body, delimiter, start, parts, view.__getitem__, error, max_parts, max_header_bytes)
+    except BaseException:
+        release(parts)  # a refused body leaves no view that would keep the map open
+        raise
+    finally:
+        view.release()
+    return parts
+
+
+def release(parts: Iterable[Part]) -> None:
+    """Release the parts' ``memoryview`` contents (an ``mmap`` cannot close while one lives)."""
+    for part in parts:
+        if isinstance(part.content, memoryview):
+            with contextlib.suppress(BufferError):  # exported and held: it dies with its holder
+                part.content.release()
+
+
+def _split(
+    body: bytes | mmap.mmap,
+    delimiter: bytes,
+    start: int,
+    parts: list[Part],
+    content_of: Callable[[slice], bytes | memoryview],
+    error: type[DataSourcesError],
+    max_parts: int | None,
+    max_header_bytes: int,
+) -> None:
+    """Append the parts after the first delimiter (at ``start``) to ``parts``."""
     position = start + len(delimiter)
     finder = _Delimiters(body, delimiter)
     while True:
         if body[position : position + 2] == b"--":
-            return parts
+            return
         if body[position : position + 2] == b"\r\n":
             position += 2
         elif body[position : position + 1] == b"\n":
@@ -207,7 +254,7 @@ def parse(
             end, size = finder.next(content_start)
             if end < 0:
                 raise error("the multipart body is truncated: no closing boundary")
-        parts.append(Part(headers, body[content_start:end]))
+        parts.append(Part(headers, content_of(slice(content_start, end))))
         position = end + size
 
 

@@ -100,6 +100,9 @@ def client_message(exc: BaseException) -> str:
 
 async def _datasources_error(request: Request, exc: Exception) -> Response:
     status = status_for(exc)
+    headers = {}
+    if isinstance(exc, NotSupportedError) and request.method == "POST" and exc.operation == "store.dicom":
+        status, headers = 405, {"Allow": "GET, HEAD"}  # a source that does not store: not a server error
     if status >= 500 or isinstance(exc, BackendError):
         log.log(
             logging.ERROR if status >= 500 else logging.WARNING,
@@ -109,9 +112,6 @@ async def _datasources_error(request: Request, exc: Exception) -> Response:
             status,
             safe_message(exc),
         )
-    headers = {}
-    if isinstance(exc, NotSupportedError) and request.method == "POST" and exc.operation == "store.dicom":
-        status, headers = 405, {"Allow": "GET, HEAD"}
     source = request.path_params.get("source")
     if source is None:
         gateway = getattr(request.app.state, "gateway", None)

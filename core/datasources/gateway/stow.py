@@ -8,12 +8,14 @@ stored, 202 when some failed or warned, 409 when none was stored.
 
 from __future__ import annotations
 
-import io
+import gc
+import logging
 import mmap
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -22,8 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import multipart
-from ..errors import DatasetError, DataSourcesError, NotSupportedError
+from ..buffers import reader
+from ..errors import DatasetError, NotSupportedError
 from ..results import InstanceOutcome
+from ..uploads import store_refusal
 from .negotiation import dicom_json
 from .state import source_context
 
@@ -32,10 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "failure_code",
-    "parse_spooled",
     "read_body",
     "refusal",
     "spool_body",
+    "spooled_parts",
     "store_instances",
     "store_study_instances",
     "stow_response",
@@ -51,6 +55,8 @@ COERCED = 0xB000
 DISCARDED = 0xB006
 WARNING_DOES_NOT_MATCH = 0xB007
 
+log = logging.getLogger(__name__)
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
@@ -62,8 +68,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def spool_body(request: Request, limit: int, *, spool_bytes: int) -> IO[bytes]:
     """The request body in a temporary file that stays in memory up to ``spool_bytes`` and goes
-    to disk past it; refused with 413 as soon as it passes ``limit`` bytes. Disk writes run in
-    the thread pool, so a large upload never blocks the event loop."""
+    to disk past it (before the chunk that would pass it is written, so memory never holds
+    more); refused with 413 as soon as it passes ``limit`` bytes. Disk writes run in the thread
+    pool, so a large upload never blocks the event loop."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise HTTPException(413, f"the body is {length} bytes; this gateway takes at most {limit}")
@@ -74,6 +81,8 @@ async def spool_body(request: Request, limit: int, *, spool_bytes: int) -> IO[by
             total += len(chunk)
             if total > limit:
                 raise HTTPException(413, f"the body is over {limit} bytes, the most this gateway takes")
+            if not getattr(spool, "_rolled", False) and total > spool_bytes:
+                await run_in_threadpool(spool.rollover)
             if getattr(spool, "_rolled", False):
                 await run_in_threadpool(spool.write, chunk)
             else:
@@ -84,34 +93,46 @@ async def spool_body(request: Request, limit: int, *, spool_bytes: int) -> IO[by
     return spool  # type: ignore[return-value]
 
 
-def parse_spooled(spool: IO[bytes], content_type: str, max_parts: int) -> list[multipart.Part]:
-    """The parts of a spooled body (an ``mmap`` of the file once it went to disk). Blocking: run
-    it in the thread pool."""
-    rolled = getattr(spool, "_rolled", False)
-    if not rolled:
+@contextmanager
+def spooled_parts(spool: IO[bytes], content_type: str, max_parts: int) -> Iterator[list[multipart.Part]]:
+    """The parts of a spooled body while the block runs. Once the body went to disk they are
+    ``memoryview`` slices of an ``mmap`` of the file (nothing copied into memory); on leaving,
+    every view is released and the map closed. Blocking: run it in the thread pool."""
+    if not getattr(spool, "_rolled", False):
         spool.seek(0)
-        return multipart.parse(spool.read(), content_type, max_parts=max_parts)
+        yield multipart.parse(spool.read(), content_type, max_parts=max_parts)
+        return
     spool.flush()
-    size = spool.seek(0, os.SEEK_END)
-    if size == 0:
-        return multipart.parse(b"", content_type, max_parts=max_parts)
-    with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as view:
-        return multipart.parse(view, content_type, max_parts=max_parts)
+    if spool.seek(0, os.SEEK_END) == 0:
+        yield multipart.parse(b"", content_type, max_parts=max_parts)
+        return
+    view = mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)
+    parts: list[multipart.Part] = []
+    try:
+        parts = multipart.parse(view, content_type, max_parts=max_parts)
+        yield parts
+    finally:
+        multipart.release(parts)
+        _close_map(view)
+
+
+def _close_map(view: mmap.mmap) -> None:
+    """Close the map; a view that something still holds (a source that kept a part, a traceback's
+    frame) makes ``close`` raise BufferError: the map is then unmapped when that view dies."""
+    try:
+        view.close()
+    except BufferError:
+        gc.collect()  # views held only by reference cycles (tracebacks) go now
+        try:
+            view.close()
+        except BufferError:
+            log.warning("a STOW part is still referenced after the store call; its spool is unmapped later")
 
 
 def refusal(data_source: DataSource) -> str | None:
-    """Why ``data_source`` cannot store at all (read-only), known before reading a body; else None."""
-    member = data_source.store.dicom
-    reason = getattr(member, "not_supported_reason", None)
-    if reason is not None or getattr(member, "not_supported", False):
-        return reason or "the data source cannot store instances (read-only)"
-    try:
-        config = data_source.get_config()
-    except DataSourcesError:
-        return None
-    if isinstance(config, dict) and config.get("readOnly") is True:
-        return "the data source is configured readOnly"
-    return None
+    """Why ``data_source`` cannot store at all, known before reading a body; else None
+    (:func:`datasources.uploads.store_refusal`: read-only, or ``dicomUploadEnabled: false``)."""
+    return store_refusal(data_source)
 
 
 def failure_code(reason: str | None) -> int:
@@ -144,7 +165,7 @@ def _warning_code(reason: str | None) -> int:
 class _Item:
     __slots__ = ("data", "failure", "reason", "series", "sop", "sop_class", "study")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data = data
         self.sop: str | None = None
         self.sop_class: str | None = None
@@ -163,10 +184,10 @@ def _inspect(part: multipart.Part, study: str | None) -> _Item:
     from pydicom import dcmread
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), reader(part.content) as fp:  # the header only, nothing copied
             warnings.simplefilter("ignore")
             ds = dcmread(
-                io.BytesIO(part.content),
+                fp,
                 stop_before_pixels=True,
                 force=True,
                 specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"],
@@ -241,6 +262,15 @@ def stow_response(
     return status, answer, studies
 
 
+def _store_spooled(
+    data_source: DataSource, spool: IO[bytes], content_type: str, max_parts: int, study: str | None, root: str
+) -> tuple[int, dict[str, Any], list[str]]:
+    with spooled_parts(spool, content_type, max_parts) as parts:
+        if not parts:
+            raise DatasetError("the STOW request holds no part")
+        return stow_response(data_source, parts, study, root)
+
+
 async def store_instances(request: Request) -> Response:
     """``POST /studies``: store the parts, whatever study they belong to."""
     return await _stow(request, None)
@@ -264,11 +294,12 @@ async def _stow(request: Request, study: str | None) -> Response:
     if reason is not None:  # before the body is read: a read-only source costs a client nothing
         raise NotSupportedError("store.dicom", reason=reason)
     spool = await spool_body(request, gateway.max_stow_bytes, spool_bytes=gateway.stow_spool_bytes)
-    with spool:
-        parts = await run_in_threadpool(parse_spooled, spool, content_type, gateway.max_stow_parts)
-    if not parts:
-        raise DatasetError("the STOW request holds no part")
-    status, answer, stored_studies = await run_in_threadpool(stow_response, data_source, parts, study, root)
+    try:  # the spool (and its map) stays open until the store call returned
+        status, answer, stored_studies = await run_in_threadpool(
+            _store_spooled, data_source, spool, content_type, gateway.max_stow_parts, study, root
+        )
+    finally:
+        spool.close()
     if stored_studies:
         await run_in_threadpool(gateway.forget, name, data_source, stored_studies)
     return dicom_json(answer, status)

@@ -7,14 +7,23 @@ as ``BulkDataURI`` references to the file.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from datasources.errors import InvalidQueryError, NotFoundError
+from datasources.errors import (
+    BackendError,
+    CorruptFileError,
+    DataSourcesError,
+    InvalidQueryError,
+    MalformedResponseError,
+    NotFoundError,
+)
 from datasources.naturalize import from_pydicom
 from datasources.transfer import Frame, dataset_frames
 
@@ -298,11 +307,10 @@ def _element_at(ds: Dataset, tag_path: str) -> Any:
     return node
 
 
-def bulk_value(path: str, tag_path: str) -> bytes:
-    """The raw bytes of one element of a file (``7FE00010`` gives the pixel data as stored)."""
-    with open(path, "rb") as fp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = _dcmread(fp)
+def bulk_value(path: str, tag_path: str, what: str | None = None) -> bytes:
+    """The raw bytes of one element of a file (``7FE00010`` gives the pixel data as stored); a
+    file gone bad is ``CorruptFileError`` (:func:`stored_file`)."""
+    with stored_file(path, what or f"dicomlocal: {Path(path).name}") as ds:
         value = _element_at(ds, tag_path).value
     if isinstance(value, bytes | bytearray | memoryview):
         meta = getattr(ds, "file_meta", None)
@@ -316,14 +324,68 @@ def bulk_value(path: str, tag_path: str) -> bytes:
 # -- frames --------------------------------------------------------------------------------
 
 
-def read_frames(path: str, numbers: Sequence[int]) -> list[bytes]:
+def read_frames(path: str, numbers: Sequence[int], name: str | None = None) -> list[bytes]:
     """Frames (numbered from 1) as stored, each a ``Frame`` carrying the file's transfer syntax."""
-    with open(path, "rb") as fp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = _dcmread(fp)
-        return _frames_of(ds, numbers, Path(path).name)
+    return frames_from_file(path, numbers, f"dicomlocal: {name or Path(path).name}")[0]
 
 
-def _frames_of(ds: Dataset, numbers: Sequence[int], name: str) -> list[bytes]:
-    """Labelled with the file's transfer syntax (native ones as Explicit VR Little Endian, swapped)."""
-    return list(dataset_frames(ds, numbers, name=f"dicomlocal: {name}"))
+class _Reads:
+    """A file whose reads note whether one was cut short by its end: pydicom itself keeps a value
+    shorter than its declared length, or drops an element whose header is cut, without a word.
+    A short read of a value (over 8 bytes) is a truncated file; a short one of a header's size
+    may be padding after the last element, so it only counts when the pixel data is missing."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.short, self.short_tail = raw, False, False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if size is not None and 0 < len(data) < size:
+            if size > 8:
+                self.short = True
+            else:
+                self.short_tail = True
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+@contextlib.contextmanager
+def stored_file(path: str | Path, what: str) -> Iterator[Dataset]:
+    """The dataset of a stored file while the block runs. A file that no longer reads as DICOM
+    (overwritten, truncated, a broken fragment), here or in the block, is :class:`CorruptFileError`
+    naming it as ``what`` says (never by its absolute path); a deleted one stays
+    ``FileNotFoundError`` for the caller to name; other typed errors pass as they are."""
+    try:
+        with open(path, "rb") as raw, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fp = _Reads(raw)
+            ds = _dcmread(fp)  # type: ignore[arg-type]
+            if fp.short:  # pydicom keeps a value cut short by the end of the file, or drops the element
+                raise CorruptFileError(f"{what} is truncated: it ends inside a data element", what)
+            if fp.short_tail and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+                raise CorruptFileError(f"{what} is truncated: it ends inside a data element's header", what)
+            yield ds
+    except DataSourcesError as exc:
+        if isinstance(exc, MalformedResponseError) and not isinstance(exc, CorruptFileError):
+            raise CorruptFileError(str(exc), what) from None  # pixel data shorter than its frames, a broken fragment
+        raise
+    except (FileNotFoundError, IsADirectoryError):
+        raise  # the caller names what is gone
+    except OSError as exc:
+        if exc.errno is None:  # pydicom's own OSError (a bad length, a bad seek): what the file holds
+            raise CorruptFileError(f"{what} is not a readable DICOM file: {str(exc)[:200]}", what) from None
+        raise BackendError(f"{what} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except Exception as exc:  # pydicom's own errors on a file that is not (or no longer) DICOM
+        detail = str(exc).replace(os.fspath(path), "<file>")[:200]
+        raise CorruptFileError(f"{what} is not a readable DICOM file: {type(exc).__name__}: {detail}", what) from None
+
+
+def frames_from_file(path: str | Path, numbers: Sequence[int], what: str) -> tuple[list[Frame], str | None]:
+    """Frames (from 1) of a stored file and its transfer syntax; errors as :func:`stored_file`
+    says (a frame it does not have is ``NotFoundError``)."""
+    with stored_file(path, what) as ds:
+        meta = getattr(ds, "file_meta", None)
+        ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+        return list(dataset_frames(ds, numbers, name=what)), ts

@@ -96,7 +96,9 @@ def ensure_folder(root: str, parts: Iterable[str]) -> str:
     return current
 
 
-def write_atomic(folder: str, name: str, data: bytes, on_written: Callable[[str], None] | None = None) -> str:
+def write_atomic(
+    folder: str, name: str, data: bytes | bytearray | memoryview, on_written: Callable[[str], None] | None = None
+) -> str:
     """Write ``folder/name`` whole or not at all: a temporary name, fsync, then a rename.
 
     An existing file is never replaced (``FileExistsError``): the final name is taken with

@@ -287,7 +287,7 @@ class DicomLocalSource(Writing, Source):
         if found is None or found[:2] != (study_uid, series_uid) or self.index.is_rejected(study_uid, series_uid):
             raise NotFoundError(f"dicomlocal: no instance {study_uid}/{series_uid}/{sop_uid}")
         try:
-            return read_frames(self._path(found[2]), numbers)
+            return read_frames(self._path(found[2]), numbers, found[2])
         except FileNotFoundError:
             raise NotFoundError(f"dicomlocal: {found[2]!r} was deleted since it was indexed") from None
 

@@ -8,13 +8,13 @@ the index only: its files stay on disk until ``helpers.restore_series()`` shows 
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from datasources.buffers import reader
 from datasources.errors import (
     DataSourcesError,
     InvalidQueryError,
@@ -131,8 +131,9 @@ def require_uid(value: Any, key: str) -> None:
         raise InvalidQueryError(f"dicomlocal: {key} is required (a UID string), got {value!r}")
 
 
-def _as_part10(index: int, item: Any) -> tuple[str, bytes]:
-    """One input of ``store.dicom`` as Part-10 bytes, and where it came from (for the report)."""
+def _as_part10(index: int, item: Any) -> tuple[str, bytes | bytearray | memoryview]:
+    """One input of ``store.dicom`` as Part-10 bytes, and where it came from (for the report).
+    Bytes-like inputs that already are Part 10 come back as they are (a memoryview is not copied)."""
     from pydicom import Dataset, dcmread
 
     if isinstance(item, str | os.PathLike):
@@ -143,7 +144,7 @@ def _as_part10(index: int, item: Any) -> tuple[str, bytes]:
         except OSError as exc:
             raise _Refused(f"cannot read the file: {exc.strerror or exc}", origin) from None
     elif isinstance(item, bytes | bytearray | memoryview):
-        origin, data = f"input {index}", bytes(item)
+        origin, data = f"input {index}", item  # not copied: a memoryview of the gateway's spool stays there
     elif isinstance(item, Dataset):
         origin = f"dataset {index}"
         try:
@@ -162,21 +163,22 @@ def _as_part10(index: int, item: Any) -> tuple[str, bytes]:
         raise _Refused(f"not a Dataset, naturalized dict, bytes or path: {type(item).__name__}", f"input {index}")
     if data[128:132] != b"DICM":
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), reader(data) as fp:
                 warnings.simplefilter("ignore")
-                data = to_part10(dcmread(io.BytesIO(data), force=True))
+                data = to_part10(dcmread(fp, force=True))
         except Exception as exc:
             raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}", origin) from None
     return origin, data
 
 
-def _uids_of(data: bytes) -> tuple[str, str, str, str | None]:
+def _uids_of(data: bytes | bytearray | memoryview) -> tuple[str, str, str, str | None]:
     from pydicom import dcmread
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # values are read lazily: invalid ones warn on first access
         try:
-            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+            with reader(data) as fp:  # the header only: the pixels are not copied
+                ds = dcmread(fp, stop_before_pixels=True)
             values = {k: ds.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")}
         except Exception as exc:
             raise _Refused(f"not DICOM: {type(exc).__name__}: {exc}") from None

@@ -301,6 +301,10 @@ class DicomWebSource(MetadataRetrieve, Source):
         self.client.request("POST", url, ok=(200, 204))
 
     def store_dicom(self, items: Any, **kwargs: Any) -> StoreResult:
+        """STOW-RS to ``stowRoot`` in batches; refused (``NotSupportedError``) when the configuration
+        says ``dicomUploadEnabled: false`` (explicitly: without the key the server decides)."""
+        if self.config.raw.get("dicomUploadEnabled") is False:
+            raise NotSupportedError("store.dicom", self.name, "the source is configured dicomUploadEnabled: false")
         from .stow import store_instances
 
         return store_instances(self.client, items, **kwargs)

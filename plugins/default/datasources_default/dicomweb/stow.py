@@ -1,5 +1,9 @@
 """STOW-RS: pydicom Datasets, bytes or file paths sent in batches, and what the server said of each.
 
+Inputs are read (files), encoded (Datasets) and joined into a body one batch at a time, and
+bytes-like inputs (a ``memoryview`` of the gateway's spool) are not copied before: memory
+holds one batch, whatever the number of instances.
+
 The answer's ``ReferencedSOPSequence`` (stored, possibly with a ``WarningReason``) and
 ``FailedSOPSequence`` (refused, with a ``FailureReason``) are matched back to the inputs by
 SOP Instance UID. An input that cannot even be read is reported as failed with its origin;
@@ -8,7 +12,6 @@ it never stops the others.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datasources import multipart
+from datasources.buffers import reader
 from datasources.errors import BackendError, HTTPError
 from datasources.results import InstanceOutcome, StoreResult
 
@@ -36,16 +40,30 @@ _FAILURE_REASONS = {0xA700: "out of resources", 0xA900: "data set does not match
 @dataclass
 class _Item:
     origin: str
-    data: bytes | None
+    source: Any  # what to send: bytes-like (never copied up front), a path or a Dataset, read per batch
     sop_instance_uid: str | None
     sop_class_uid: str | None
     error: str | None = None
 
+    def data(self) -> bytes | bytearray | memoryview:
+        """The Part-10 bytes to send, read now (when this item's batch is built)."""
+        if isinstance(self.source, str | os.PathLike):
+            return Path(self.source).read_bytes()
+        if hasattr(self.source, "save_as"):
+            return to_part10(self.source)
+        return self.source
 
-def _uids(data: bytes) -> tuple[str | None, str | None]:
+
+def _uids(source: Any) -> tuple[str | None, str | None]:
+    """The SOP Instance and Class UIDs from the header alone (the pixels are not read or copied)."""
     from pydicom import dcmread
 
-    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
+    tags = ["SOPInstanceUID", "SOPClassUID"]
+    if isinstance(source, str | os.PathLike):
+        ds = dcmread(source, stop_before_pixels=True, specific_tags=tags)
+    else:
+        with reader(source) as fp:
+            ds = dcmread(fp, stop_before_pixels=True, specific_tags=tags)
     return getattr(ds, "SOPInstanceUID", None), getattr(ds, "SOPClassUID", None)
 
 
@@ -53,26 +71,46 @@ def _prepare(index: int, item: Any) -> _Item:
     if isinstance(item, str | os.PathLike):
         origin = str(item)
         try:
-            data = Path(item).read_bytes()
+            with open(item, "rb"):
+                pass
         except OSError as exc:
             return _Item(origin, None, None, None, f"cannot read the file: {exc.strerror or exc}")
     elif isinstance(item, bytes | bytearray | memoryview):
-        origin, data = f"input {index}", bytes(item)
+        origin = f"input {index}"
     elif hasattr(item, "SOPInstanceUID") and hasattr(item, "save_as"):
-        origin = f"dataset {index}"
-        try:
-            data = to_part10(item)
-        except Exception as exc:
-            return _Item(origin, None, getattr(item, "SOPInstanceUID", None), None, f"cannot encode: {exc}")
+        sop, sop_class = getattr(item, "SOPInstanceUID", None), getattr(item, "SOPClassUID", None)
+        if not sop:
+            return _Item(f"dataset {index}", None, None, sop_class, "no SOPInstanceUID")
+        return _Item(f"dataset {index}", item, str(sop), str(sop_class) if sop_class else None)
     else:
         return _Item(f"input {index}", None, None, None, f"not a Dataset, bytes or a path: {type(item).__name__}")
     try:
-        sop, sop_class = _uids(data)
+        sop, sop_class = _uids(item)
+    except OSError as exc:
+        return _Item(origin, None, None, None, f"cannot read the file: {exc.strerror or exc}")
     except Exception as exc:
         return _Item(origin, None, None, None, f"not DICOM: {type(exc).__name__}: {exc}")
     if not sop:
         return _Item(origin, None, None, sop_class, "no SOPInstanceUID")
-    return _Item(origin, data, sop, sop_class)
+    return _Item(origin, item, sop, sop_class)
+
+
+def _read_batch(batch: list[_Item]) -> tuple[list[_Item], list[tuple[Any, str]], list[InstanceOutcome]]:
+    """The batch's items that could be read now, their contents, and outcomes for the others."""
+    kept, contents, failed = [], [], []
+    for item in batch:
+        try:
+            data = item.data()
+        except OSError as exc:
+            reason = f"cannot read the file: {exc.strerror or exc}"
+        except Exception as exc:
+            reason = f"cannot encode: {exc}"
+        else:
+            kept.append(item)
+            contents.append((data, "application/dicom"))
+            continue
+        failed.append(InstanceOutcome("failed", item.sop_instance_uid, item.sop_class_uid, reason, origin=item.origin))
+    return kept, contents, failed
 
 
 def _value(element: Mapping[str, Any] | None) -> Any:
@@ -118,7 +156,7 @@ def store_instances(
     progress: Progress | None = None,
 ) -> StoreResult:
     """Send the instances; a refused batch is reported per instance, a transport failure raises."""
-    if isinstance(items, str | os.PathLike | bytes | bytearray) or hasattr(items, "SOPInstanceUID"):
+    if isinstance(items, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(items, "SOPInstanceUID"):
         items = [items]
     prepared = [_prepare(i, item) for i, item in enumerate(items)]
     total = len(prepared)
@@ -133,8 +171,16 @@ def store_instances(
     sendable = [p for p in prepared if not p.error]
     url = f"{client.config.stow_root}/studies" + (f"/{study_instance_uid}" if study_instance_uid else "")
     for start in range(0, len(sendable), max(1, batch_size)):
-        batch = sendable[start : start + batch_size]
-        body, boundary = multipart.build((p.data, "application/dicom") for p in batch if p.data is not None)
+        # each batch's data is read (files, encodings) when it is sent: memory holds one batch
+        batch, contents, unreadable = _read_batch(sendable[start : start + batch_size])
+        outcomes += unreadable
+        if not batch:
+            done += len(unreadable)
+            if progress:
+                progress(done, total)
+            continue
+        body, boundary = multipart.build(contents)
+        del contents  # the body holds the batch now
         content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
         try:
             response = client.request(
@@ -166,7 +212,8 @@ def store_instances(
                 ]
             else:
                 outcomes += _outcomes(batch, answer)
-        done += len(batch)
+        body = response = None  # the answer's request holds the body too: one batch's body at a time
+        done += len(batch) + len(unreadable)
         if progress:
             progress(done, total)
     order = {p.origin: i for i, p in enumerate(prepared)}

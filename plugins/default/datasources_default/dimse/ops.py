@@ -176,8 +176,13 @@ class DimseClient:
 
     # -- C-STORE -----------------------------------------------------------------------------
 
-    def store(self, datasets: Sequence[Any]) -> list[tuple[Any, int | None, str | None]]:
-        """C-STORE each dataset; ``(dataset, status or None, reason)`` for each, in order."""
+    def store(
+        self, datasets: Sequence[Any], load: Callable[[int], Any] | None = None
+    ) -> list[tuple[Any, int | None, str | None]]:
+        """C-STORE each dataset; ``(dataset, status or None, reason)`` for each, in order.
+
+        With ``load``, ``datasets`` may be headers only (SOP class, file meta): ``load(i)`` gives
+        the whole of the i-th just before it is sent, so one instance at a time is in memory."""
         pairs = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets})
 
         def contexts() -> list[Any]:
@@ -186,12 +191,18 @@ class DimseClient:
         out: list[tuple[Any, int | None, str | None]] = []
         with self.pool.association(("store", tuple(pairs)), contexts) as assoc:
             accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
-            for ds in datasets:
+            for position, ds in enumerate(datasets):
                 key = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
                 if key not in accepted:
                     out.append((ds, None, f"the peer accepts no presentation context for {key[0]} in {key[1]}"))
                     continue
-                status = assoc.send_c_store(ds, msg_id=self._msg_id())
+                try:
+                    whole = ds if load is None else load(position)
+                except Exception as exc:  # the header read, the rest does not: this one fails, not the others
+                    out.append((ds, None, f"not DICOM: {type(exc).__name__}: {exc}"))
+                    continue
+                status = assoc.send_c_store(whole, msg_id=self._msg_id())
+                del whole
                 if status is None or "Status" not in status:
                     raise DimseTimeoutError(self.peer, "C-STORE", self.config.timeouts.dimse)
                 out.append((ds, int(status.Status), str(status.get("ErrorComment", "")) or None))

@@ -12,15 +12,16 @@ image id with ``?tag=<tag path>``.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import parse_qsl
 
+from datasources.buffers import reader
 from datasources.errors import (
     ConfigurationError,
     DataSourcesError,
@@ -38,7 +39,7 @@ from ..dicomlocal.files import naturalize_file
 from .cache import InstanceCache
 from .config import DimseConfig
 from .find import build_identifier, matched, record_of
-from .frames import bulk_value, labelled, read_labelled_frames
+from .frames import bulk_value, labelled, read_cached, read_labelled_frames
 from .ops import DimseClient
 from .retrieve import StorageSCP, retrieve_series
 
@@ -286,22 +287,30 @@ class DimseSource(Source):
         numbers = [frame_numbers] if isinstance(frame_numbers, int) else list(frame_numbers)
         if not numbers or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in numbers):
             raise InvalidQueryError(f"dimse: frame numbers count from 1: {frame_numbers!r}")
-        return list(read_labelled_frames(self._file(study_uid, series_uid, sop_uid), numbers))
+        return read_cached(
+            lambda: self._file(study_uid, series_uid, sop_uid),
+            lambda path: list(read_labelled_frames(path, numbers)),
+            f"instance {sop_uid}",
+        )
 
     def bulk_data_uri(self, uri: str | Mapping[str, Any], **_: Any) -> bytes:
         study, series, sop, params = self._parse(uri)
-        path = self._file(study, series, sop)
-        if "frame" in params:
-            return read_labelled_frames(path, [_number(params["frame"])])[0]
-        if "tag" in params:
-            data = bulk_value(path, params["tag"])
-            if params["tag"].upper() == "7FE00010":
-                from pydicom.filereader import read_file_meta_info
+        frame = _number(params["frame"]) if "frame" in params else None
 
-                return labelled(data, str(read_file_meta_info(path).get("TransferSyntaxUID", "")) or None)
-            return data
-        with open(path, "rb") as fh:
-            return fh.read()
+        def read(path: str) -> bytes:
+            if frame is not None:
+                return read_labelled_frames(path, [frame])[0]
+            if "tag" in params:
+                data = bulk_value(path, params["tag"])
+                if params["tag"].upper() == "7FE00010":
+                    from pydicom.filereader import read_file_meta_info
+
+                    return labelled(data, str(read_file_meta_info(path).get("TransferSyntaxUID", "")) or None)
+                return data
+            with open(path, "rb") as fh:
+                return fh.read()
+
+        return read_cached(lambda: self._file(study, series, sop), read, f"instance {sop}")
 
     def path_for_image_id(self, image_id: str) -> str:
         """The cached file behind an image id (retrieved first when it is not cached)."""
@@ -320,13 +329,15 @@ class DimseSource(Source):
 
         batch = list(items) if isinstance(items, list | tuple) else [items]
         outcomes: list[InstanceOutcome | None] = [None] * len(batch)
-        datasets, positions, origins = [], [], []
+        datasets, positions, origins, contents = [], [], [], []
         for i, item in enumerate(batch):
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), ExitStack() as stack:
                     warnings.simplefilter("ignore")
                     origin, data = _as_part10(i, item)
-                    ds = dcmread(io.BytesIO(data))
+                    # the header now, the whole just before it is sent: one instance in memory at a time
+                    fp = stack.enter_context(reader(data))
+                    ds = dcmread(fp, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
                     ds.SOPClassUID, ds.SOPInstanceUID  # noqa: B018 - required to send it
             except _Refused as exc:
                 outcomes[i] = InstanceOutcome("failed", None, None, exc.reason, origin=exc.origin)
@@ -337,8 +348,16 @@ class DimseSource(Source):
             datasets.append(ds)
             positions.append(i)
             origins.append(origin)
+            contents.append(data)
+
+        def load(position: int) -> Any:
+            with warnings.catch_warnings(), reader(contents[position]) as fp:
+                warnings.simplefilter("ignore")
+                return dcmread(fp)
+
         if datasets:
-            for (ds, status, reason), i, origin in zip(self.client.store(datasets), positions, origins, strict=True):
+            sent = self.client.store(datasets, load)
+            for (ds, status, reason), i, origin in zip(sent, positions, origins, strict=True):
                 sop, cls = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
                 if status == 0:
                     outcomes[i] = InstanceOutcome("stored", sop, cls, None, origin=origin)

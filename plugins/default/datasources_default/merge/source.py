@@ -31,6 +31,7 @@ from datasources.errors import (
 )
 from datasources.interface import DataSource, IWebApiDataSource
 from datasources.results import SeriesLoadTask
+from datasources.uploads import store_refusal
 
 from .. import imageids
 from .config import MergeConfig, check_members
@@ -285,9 +286,9 @@ class MergeSource(FanOutSearch, Routing, Source):
 
     def get_config(self) -> dict[str, Any]:
         upload = False
-        try:
+        try:  # store.dicom goes to the default member: upload is offered when that member takes it
             default = self._host().get_data_source(self.config.default_data_source_name)
-            upload = bool(default.get_config().get("dicomUploadEnabled", False))
+            upload = store_refusal(default) is None
         except Exception:  # an unknown or broken default member: upload is simply not offered
             upload = False
         return {"dicomUploadEnabled": upload, **self.config.public()}
