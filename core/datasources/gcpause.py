@@ -6,14 +6,14 @@ walking them while they are made, and once more when it comes back, dominates su
 
 from __future__ import annotations
 
-import _thread  # threading's lock, without importing threading (a host's start uses this module)
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = ["paused_gc"]
 
-_pause_lock = _thread.allocate_lock()
+_pause_lock = threading.Lock()
 _pauses = 0  # threads inside paused_gc(); the collector is off while any is
 _resume_enabled = False  # whether the first pause found the collector on
 
