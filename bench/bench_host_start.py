@@ -68,23 +68,26 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--record", action="store_true", help="append the result to bench/RESULTS.md")
     args = parser.parse_args()
+    started = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_extensions(root, args.extensions)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # every case may write and use bytecode: with PYTHONDONTWRITEBYTECODE set (as the project's
+        # shells set it) a case whose modules were never compiled would be timed compiling them
+        plain = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env = dict(plain, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
         host_code = HOST_CODE.replace("{n}", str(args.extensions))
         # warm up both (bytecode caches, page cache)
         time_command(host_code, env, 2)
         time_command(PEER_CODE, env, 2)
-        time_command(SOURCE_CODE, env, 2)
-        time_command(SOURCE_PEER_CODE, env, 2)
+        time_command(SOURCE_CODE, plain, 2)
+        time_command(SOURCE_PEER_CODE, plain, 2)
         host, peer, source, source_peer = [], [], [], []
         for _ in range(args.runs):  # interleave so drift hits both alike
             host += time_command(host_code, env, 1)
             peer += time_command(PEER_CODE, env, 1)
-            source += time_command(SOURCE_CODE, os.environ.copy(), 1)
-            source_peer += time_command(SOURCE_PEER_CODE, os.environ.copy(), 1)
+            source += time_command(SOURCE_CODE, plain, 1)
+            source_peer += time_command(SOURCE_PEER_CODE, plain, 1)
     h, p = statistics.median(host), statistics.median(peer)
     s, sp = statistics.median(source), statistics.median(source_peer)
     lines = [
@@ -95,13 +98,21 @@ def main() -> None:
         f"python -c '{SOURCE_PEER_CODE}': median {sp * 1000:.1f} ms (min {min(source_peer) * 1000:.1f})",
         f"ratio source/imports: {s / sp:.2f}x (goal <= 1.2x: {'met' if s / sp <= 1.2 else 'MISSED'})",
     ]
+    load = os.getloadavg()
+    lines.append(
+        f"load average (1, 5, 15 min): {started[0]:.2f}, {started[1]:.2f}, {started[2]:.2f} at the start, "
+        f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} at the end"
+    )
     print("\n".join(lines))
     if args.record:
         import datetime
 
         with Path(__file__).with_name("RESULTS.md").open("a", encoding="utf-8") as out:
             out.write(f"\n## Host start, {datetime.date.today().isoformat()}\n\n")
-            out.write("`python bench/bench_host_start.py --record`\n\n" + "".join(f"- {line}\n" for line in lines))
+            out.write(
+                f"`python bench/bench_host_start.py --runs {args.runs} --record`\n\n"
+                + "".join(f"- {line}\n" for line in lines)
+            )
 
 
 if __name__ == "__main__":

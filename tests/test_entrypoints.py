@@ -91,3 +91,40 @@ def test_the_current_directory_and_the_entry_script_do_not_invalidate_the_cache(
     script.write_text(probe.replace("; ", "\n"))
     assert run(sys.executable, str(script))[-1] == "True"  # another sys.path[0]: same cache
     assert path.stat().st_mtime_ns == written  # never rewritten: no rescan happened
+
+
+def test_two_settings_of_the_path_used_in_turn_keep_their_own_caches(tmp_path: Path) -> None:
+    """A benchmark's two cases, or the CLI and a test run: each ``sys.path`` keeps its own answer."""
+    cache = tmp_path / "cache"
+    one, two = tmp_path / "one", tmp_path / "two"
+    for root, name in ((one, "fakeone"), (two, "faketwo")):
+        root.mkdir()
+        install_fake(root, name, "1.0")
+    assert ["fakeone", "1.0"] in listed(one, cache)
+    assert ["faketwo", "1.0"] in listed(two, cache)
+    files = sorted((cache / "datasources").glob("entry-points-*.tsv"))
+    assert len(files) == 2
+    written = [p.stat().st_mtime_ns for p in files]
+    for _ in range(2):  # used in turn: neither is rescanned and rewritten
+        one_listed, two_listed = listed(one, cache), listed(two, cache)
+        assert ["fakeone", "1.0"] in one_listed and ["faketwo", "1.0"] not in one_listed
+        assert ["faketwo", "1.0"] in two_listed and ["fakeone", "1.0"] not in two_listed
+    assert [p.stat().st_mtime_ns for p in files] == written
+
+
+def test_cache_files_of_paths_unused_for_a_month_are_removed_by_the_next_scan(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    one, two = tmp_path / "one", tmp_path / "two"
+    for root, name in ((one, "fakeone"), (two, "faketwo")):
+        root.mkdir()
+        install_fake(root, name, "1.0")
+    listed(one, cache)
+    (old,) = (cache / "datasources").glob("entry-points-*.tsv")
+    month_ago = old.stat().st_mtime - 31 * 24 * 3600
+    os.utime(old, (month_ago, month_ago))
+    recent = cache / "datasources" / "entry-points-0000000000000000.tsv"
+    recent.write_text("#path\tnowhere\t-\n")  # another path's file, written lately: kept
+    listed(two, cache)  # a scan (a new sys.path) writes its file and prunes
+    assert not old.exists()
+    assert recent.exists()
+    assert len(list((cache / "datasources").glob("entry-points-*.tsv"))) == 2

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
 from .hookspecs import MODULE_TYPE
+from .records import Record
 
 __all__ = [
     "AppConfig",
@@ -29,7 +27,8 @@ __all__ = [
 ]
 
 _OHIF_PREFIX = "@ohif/extension-"
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# compiled on first use (re caches it): a host configured without ``${...}`` never needs it
+_ENV = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"
 
 
 def normalize_namespace(namespace: str) -> str:
@@ -47,24 +46,37 @@ def split_namespace(namespace: str) -> tuple[str, str]:
     return extension, name
 
 
-# Value classes on the start path are frozen dataclasses, not attrs: importing attrs costs
-# about 8 ms, a quarter of the host's start budget (bench/bench_host_start.py).
-@dataclass(frozen=True)
-class DataSourceEntry:
+# Value classes on the start path are frozen Records, neither attrs nor dataclasses: importing
+# attrs costs about 8 ms, and dataclasses compile their methods at import (records.py).
+class DataSourceEntry(Record):
     """One entry of ``dataSources``: which kind of source, under which name, configured how."""
+
+    _fields = ("namespace", "source_name", "configuration", "friendly_name")
+    _no_repr = frozenset({"configuration"})
 
     namespace: str
     source_name: str
-    configuration: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    friendly_name: str | None = None
+    configuration: Mapping[str, Any]
+    friendly_name: str | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "namespace", normalize_namespace(self.namespace))
-        if not isinstance(self.configuration, Mapping):
+    def __init__(
+        self,
+        namespace: str,
+        source_name: str,
+        configuration: Mapping[str, Any] | None = None,
+        friendly_name: str | None = None,
+    ) -> None:
+        configuration = {} if configuration is None else configuration
+        if not isinstance(configuration, Mapping):
             raise ConfigurationError(
-                f"data source {self.source_name!r}: configuration must be a mapping, "
-                f"got {type(self.configuration).__name__}"
+                f"data source {source_name!r}: configuration must be a mapping, got {type(configuration).__name__}"
             )
+        self._set(
+            namespace=normalize_namespace(namespace),
+            source_name=source_name,
+            configuration=configuration,
+            friendly_name=friendly_name,
+        )
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "dataSources entry") -> DataSourceEntry:
@@ -109,12 +121,16 @@ class DataSourceEntry:
         return out
 
 
-@dataclass(frozen=True)
-class AppConfig:
+class AppConfig(Record):
     """The whole configuration: the data sources and which one is the default."""
 
+    _fields = ("data_sources", "default_data_source_name")
+
     data_sources: tuple[DataSourceEntry, ...]
-    default_data_source_name: str | None = None
+    default_data_source_name: str | None
+
+    def __init__(self, data_sources: tuple[DataSourceEntry, ...], default_data_source_name: str | None = None) -> None:
+        self._set(data_sources=data_sources, default_data_source_name=default_data_source_name)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "configuration") -> AppConfig:
@@ -173,153 +189,19 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | AppConfig |
         return AppConfig.from_dict(_substitute(source, "configuration"))
     if not isinstance(source, str | os.PathLike):
         raise ConfigurationError(f"a configuration must be a mapping or a file path, got {type(source).__name__}")
+    from pathlib import Path
+
+    from .config_files import parse_file  # json, yaml and tomllib only when a file is read
+
     path = Path(source)
     if not path.is_file():
         raise ConfigurationError(f"configuration file {str(path)!r} does not exist")
-    data = _parse_file(path)
+    data = parse_file(path)
     return AppConfig.from_dict(_substitute(data, str(path)), where=str(path))
 
 
 # nesting deeper than this is refused before anything walks it (Python's stack would give out)
 MAX_DEPTH = 64
-# nodes that YAML aliases may add to a document by repeating what they refer to: merge keys and
-# shared blocks take a few; a "billion laughs" document takes billions, and is refused
-ALIAS_EXPANSION_BUDGET = 10_000
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigurationError(
-            f"{path}: not UTF-8 text: byte {exc.start} (line {line}) is {data[exc.start : exc.start + 1]!r}"
-        ) from None
-
-
-def _parse_file(path: Path) -> Any:
-    text = _read_text(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            import json  # only for JSON files: the start path does not pay for it
-
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ConfigurationError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-        if suffix in (".yaml", ".yml"):
-            return _load_yaml(text, path)
-        if suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover
-                import tomli as tomllib
-            return tomllib.loads(text)
-    except RecursionError:
-        raise ConfigurationError(f"{path}: nested too deeply to be a configuration") from None
-    except ConfigurationError:
-        raise
-    except ValueError as exc:  # TOMLDecodeError, and the int digit limit of every parser
-        raise ConfigurationError(f"{path}: {str(exc)[:300]}") from None
-    raise ConfigurationError(f"{path}: unknown configuration format {suffix!r} (use .json, .yaml, .yml or .toml)")
-
-
-def _load_yaml(text: str, path: Path) -> Any:
-    """``yaml.safe_load``, with the document's aliases checked before any of it is built."""
-    import yaml
-
-    loader = None
-    try:
-        _check_yaml_depth(text, path)
-        loader = yaml.SafeLoader(text)  # its reader refuses control characters at once
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_yaml_nodes(node, path)
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigurationError(f"{path}: {where}{problem}"[:500]) from None
-    except (ConfigurationError, RecursionError):
-        raise
-    except Exception as exc:  # PyYAML's constructors: a bad timestamp, a huge int, a bad base64...
-        raise ConfigurationError(f"{path}: {type(exc).__name__}: {str(exc)[:300]}") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-
-
-def _check_yaml_depth(text: str, path: Path) -> None:
-    """Refuse nesting past :data:`MAX_DEPTH` from the tokens, before PyYAML composes anything:
-    its scanner's cost per token grows with the depth, so ``[[[[...`` of a few KB took seconds."""
-    import yaml
-
-    opening = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken)
-    opening += (yaml.BlockMappingStartToken,)
-    closing = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
-    depth = 0
-    for token in yaml.scan(text, Loader=yaml.SafeLoader):
-        if isinstance(token, opening):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise ConfigurationError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-        elif isinstance(token, closing):
-            depth -= 1
-
-
-def _yaml_children(node: Any) -> list[Any]:
-    import yaml
-
-    if isinstance(node, yaml.MappingNode):
-        return [item for pair in node.value for item in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _check_yaml_nodes(root: Any, path: Path) -> None:
-    """Refuse a composed YAML document whose aliases would expand it past the budget, that
-    refers to itself, or that nests past :data:`MAX_DEPTH`. Linear in the document's nodes."""
-    distinct: set[int] = set()
-    pending = [(root, 1)]
-    while pending:
-        node, depth = pending.pop()
-        if id(node) in distinct:
-            continue
-        if depth > MAX_DEPTH:
-            raise ConfigurationError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-        distinct.add(id(node))
-        pending += [(child, depth + 1) for child in _yaml_children(node)]
-    budget = len(distinct) + ALIAS_EXPANSION_BUDGET
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:  # each node's size with every alias expanded, bottom up, each node once
-        node, finished = stack.pop()
-        key = id(node)
-        if finished:
-            on_path.discard(key)
-            size = 1 + sum(sizes[id(child)] for child in _yaml_children(node))
-            if size > budget:
-                raise ConfigurationError(
-                    f"{path}: YAML aliases expand the document past {budget} nodes (an alias bomb?)"
-                )
-            sizes[key] = size
-            continue
-        if key in sizes:
-            continue
-        if key in on_path:
-            raise ConfigurationError(f"{path}: a YAML alias refers to a node that contains it")
-        on_path.add(key)
-        stack.append((node, True))
-        stack += [(child, False) for child in _yaml_children(node) if id(child) not in sizes]
 
 
 def _substitute(value: Any, where: str, depth: int = 0) -> Any:
@@ -337,7 +219,7 @@ def _substitute(value: Any, where: str, depth: int = 0) -> Any:
                 return fallback
             return found
 
-        return _ENV.sub(repl, value)
+        return re.sub(_ENV, repl, value)
     if isinstance(value, Mapping | list | tuple) and depth >= MAX_DEPTH:
         raise ConfigurationError(f"{where}: nested deeper than {MAX_DEPTH} levels (or refers to itself)")
     if isinstance(value, Mapping):

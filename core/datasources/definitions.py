@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ExtensionLoadError
+from .records import Record
 
 if TYPE_CHECKING:
     from .interface import DataSource
@@ -45,21 +45,23 @@ def _check_name(value: Any) -> None:
         raise ValueError(f"name must be a non-empty string without dots, got {value!r}")
 
 
-# Value classes on the start path are frozen dataclasses, not attrs: importing attrs costs
-# about 8 ms, a quarter of the host's start budget (bench/bench_host_start.py).
-@dataclass(frozen=True)
-class DataSourceDefinition:
+# Value classes on the start path are frozen Records, neither attrs nor dataclasses: importing
+# attrs costs about 8 ms, and dataclasses compile their methods at import (records.py).
+class DataSourceDefinition(Record):
     """One kind of data source an extension offers (OHIF's ``DataSourceDefinition``)."""
+
+    _fields = ("name", "type", "createDataSource")
 
     name: str
     type: str
     createDataSource: Factory | str
-    _resolved: list[Factory] = field(default_factory=list, init=False, compare=False, repr=False)
+    _resolved: list[Factory]  # the imported factory, once (not a field: no part of ==, hash or repr)
 
-    def __post_init__(self) -> None:
-        _check_name(self.name)
-        _check_type(self.type)
-        _check_factory(self.createDataSource)
+    def __init__(self, name: str, type: str, createDataSource: Factory | str) -> None:
+        _check_name(name)
+        _check_type(type)
+        _check_factory(createDataSource)
+        self._set(name=name, type=type, createDataSource=createDataSource, _resolved=[])
 
     def factory(self) -> Factory:
         """The factory as a callable, importing it on first use if it was given as a string."""

@@ -3,9 +3,11 @@
 Scanning every installed distribution's ``entry_points.txt`` with importlib-metadata costs more
 than everything else a host does at start. The answer only changes when a distribution is
 installed or removed, which changes the modification time of the ``sys.path`` folder that
-holds its ``.dist-info``. So the cache (a small text file per interpreter and group) records
-those folders' times. ``sys.path[0]`` (the current directory under ``python -c``, a script's
-or the console script's folder) is watched only if it held a distribution when the cache was
+holds its ``.dist-info``. So the cache (a small text file per interpreter, group and
+``sys.path``, so that two settings of ``PYTHONPATH`` used in turn keep their own) records
+those folders' times; files of paths unused for a month are removed by the next scan.
+``sys.path[0]`` (the current directory under ``python -c``, a script's or the console script's
+folder) is left out of the key, and watched only if it held a distribution when the cache was
 written: writing files in the current directory, or alternating the CLI with ``python -c``,
 never forces a rescan.
 Set ``DATASOURCES_ENTRY_POINT_CACHE=0`` to always scan.
@@ -16,9 +18,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import zlib
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["CachedEntryPoint", "cache_dir", "entry_points"]
 
@@ -40,15 +43,39 @@ class CachedEntryPoint(NamedTuple):
         return obj
 
 
-def cache_dir() -> Path:
+def _cache_root() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "datasources"
+    return os.path.join(base, "datasources")
 
 
-def _cache_path(group: str) -> Path:
-    text = "\n".join((str(_FORMAT), group, sys.version, sys.prefix, sys.executable)).encode()
-    # zlib is already loaded at start, hashlib is not; two checksums make a collision harmlessly rare
-    return cache_dir() / f"entry-points-{zlib.crc32(text):08x}{zlib.adler32(text):08x}.tsv"
+def cache_dir() -> Path:
+    """The folder of the cache files (pathlib is imported here only: a start does not need it)."""
+    from pathlib import Path
+
+    return Path(_cache_root())
+
+
+def _checksum(data: bytes) -> str:
+    """64-bit FNV-1a of the key, in 16 hex digits: enough to tell interpreters and paths apart.
+
+    A few hundred bytes, so plain Python is cheaper than loading zlib or hashlib at start.
+    """
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
+
+
+def _cache_path(group: str) -> str:
+    """One file per interpreter, group and ``sys.path`` (without ``sys.path[0]``, see the module doc).
+
+    Keying on the path too (as stevedore does) lets two settings of ``PYTHONPATH`` used in turn
+    (a test run and the CLI, or a benchmark's two cases) each keep their own answer instead of
+    invalidating one another's on every start.
+    """
+    parts = (str(_FORMAT), group, sys.version, sys.prefix, sys.executable, *sys.path[1:])
+    text = "\n".join(parts).encode("utf-8", "surrogateescape")
+    return os.path.join(_cache_root(), f"entry-points-{_checksum(text)}.tsv")
 
 
 def _mtime(entry: str) -> str:
@@ -105,10 +132,11 @@ def _parse_row(line: str) -> CachedEntryPoint:
     return CachedEntryPoint(name, value, version or None)
 
 
-def _read(path: Path) -> list[CachedEntryPoint] | None:
+def _read(path: str) -> list[CachedEntryPoint] | None:
     """The cached entry points, or None when the file is missing, damaged or out of date."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
     except (OSError, ValueError):
         return None
     watched: dict[str, str] = {}
@@ -138,16 +166,42 @@ def entry_points(group: str) -> list[CachedEntryPoint]:
     found, holders = _scan(group)
     found.sort()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
         import tempfile
 
         # written to a temporary name and renamed: a concurrent reader never sees half a file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".entry-points-", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry-points-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             first_holds = bool(sys.path) and sys.path[0] in holders
             handle.writelines(f"#path\t{e}\t{m}\n" for e, m in _watched(first_holds).items())
             handle.writelines(f"{ep.name}\t{ep.value}\t{ep.version or ''}\n" for ep in found)
         os.replace(tmp, path)
+        _prune(folder, keep=path)
     except OSError:
         pass  # a read-only home is no reason to fail: the next start scans again
     return found
+
+
+STALE_AFTER = 30 * 24 * 3600  # seconds without a rewrite after which another path's cache file goes
+
+
+def _prune(folder: str, keep: str) -> None:
+    """Remove other ``sys.path`` settings' cache files not rewritten for :data:`STALE_AFTER`.
+
+    One file per ``sys.path`` would otherwise pile up (every temporary virtual environment or
+    ``PYTHONPATH`` leaves one); one still in use is at worst rescanned once. Runs only after a
+    scan, never on a start that reads the cache.
+    """
+    import time
+
+    limit = time.time() - STALE_AFTER
+    for name in os.listdir(folder):
+        full = os.path.join(folder, name)
+        if not (name.startswith("entry-points-") and name.endswith(".tsv")) or full == keep:
+            continue
+        try:
+            if os.stat(full).st_mtime < limit:
+                os.remove(full)
+        except OSError:
+            pass  # removed by a concurrent start, or not ours to remove

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "AllMembersFailedError",
@@ -58,25 +57,29 @@ def _known(names: Iterable[str]) -> str:
     return ", ".join(repr(n) for n in listed) if listed else "none"
 
 
-_SECRET_KEY = re.compile(r"token|key|secret|passw|pwd|sig|auth|credential|session|code", re.IGNORECASE)
+# Patterns as text, compiled on first use through re's own cache: compiling them at import
+# would cost a host's start a millisecond for errors it may never format.
+_SECRET_KEY = r"(?i)token|key|secret|passw|pwd|sig|auth|credential|session|code"
 # a query parameter whose name looks secret, anywhere in a text (a log line, a request line)
-_SECRET_PARAM = re.compile(r"([?&;]([^=&;\s\"'#?]*)=)([^&;\s\"'#]*)")
+_SECRET_PARAM = r"([?&;]([^=&;\s\"'#?]*)=)([^&;\s\"'#]*)"
 
 
 def is_secret_param(name: str) -> bool:
     """Whether a query parameter of this name carries a credential (``access_token``, ``key``, ``sig``...)."""
-    return bool(_SECRET_KEY.search(name))
+    return re.search(_SECRET_KEY, name) is not None
 
 
 def redact_text(text: str) -> str:
     """``text`` with the value of every secret-looking query parameter (``?access_token=...``) masked."""
     if "=" not in text:
         return text
-    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}***" if is_secret_param(m.group(2)) else m.group(0), text)
+    return re.sub(_SECRET_PARAM, lambda m: f"{m.group(1)}***" if is_secret_param(m.group(2)) else m.group(0), text)
 
 
 def redact_url(url: str) -> str:
     """Return ``url`` without ``user:password@`` and with secret-looking query values masked."""
+    from urllib.parse import urlsplit, urlunsplit  # not at import: a host's start needs no URL parsing
+
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -94,6 +97,8 @@ def redact_url(url: str) -> str:
 
 def strip_query(url: str) -> str:
     """``url`` without user-info, query string or fragment: what an authentication error names."""
+    from urllib.parse import urlsplit, urlunsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -326,10 +331,10 @@ class AllMembersFailedError(BackendError):
         super().__init__(f"{operation}: every member of {owner} failed: {described}")
 
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_URL = r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+"
 
 
 def safe_message(exc: BaseException) -> str:
     """``Type: message`` with every URL in it redacted."""
-    text = redact_text(_URL.sub(lambda m: redact_url(m.group(0)), str(exc)))
+    text = redact_text(re.sub(_URL, lambda m: redact_url(m.group(0)), str(exc)))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -7,8 +7,8 @@ bad subscriber never breaks a writer or the other subscribers.
 
 from __future__ import annotations
 
+import _thread  # threading's own locks, without importing threading at a host's start
 import itertools
-import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
@@ -57,7 +57,7 @@ class PubSub:
 
     def __init__(self) -> None:
         self._listeners: dict[str, dict[int, Callback]] = {}
-        self._listeners_lock = threading.Lock()
+        self._listeners_lock = _thread.allocate_lock()
         self._ids = itertools.count(1)
 
     @property

@@ -13,7 +13,7 @@ problem raises :class:`~datasources.errors.ExtensionLoadError` instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from types import FunctionType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -21,6 +21,7 @@ import pluggy
 from . import hookspecs
 from .definitions import DataSourceDefinition, coerce_definition
 from .errors import ExtensionLoadError
+from .records import Record
 
 if TYPE_CHECKING:
     from .interface import DataSource
@@ -42,38 +43,71 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# Value classes on the start path are frozen dataclasses, not attrs: importing attrs costs
-# about 8 ms, a quarter of the host's start budget (bench/bench_host_start.py).
-@dataclass(frozen=True)
-class LoadFailure:
+# Value classes on the start path are frozen Records, neither attrs nor dataclasses: importing
+# attrs costs about 8 ms, and dataclasses compile their methods at import (records.py).
+class LoadFailure(Record):
     """Why an extension (or one of its definitions) could not be used."""
+
+    _fields = ("extension", "version", "stage", "error")
 
     extension: str
     version: str | None
     stage: str  # "import", "register", "getDataSourcesModule", "definition", "getDataSourceHelpers"
     error: ExtensionLoadError
 
+    def __init__(self, extension: str, version: str | None, stage: str, error: ExtensionLoadError) -> None:
+        self._set(extension=extension, version=version, stage=stage, error=error)
+
     @property
     def message(self) -> str:
         return self.error.reason
 
 
-@dataclass(frozen=True)
-class RegisteredModule:
+class RegisteredModule(Record):
     """A data-source definition as registered under its namespace."""
+
+    _fields = ("namespace", "definition", "extension", "version")
 
     namespace: str
     definition: DataSourceDefinition
     extension: str
     version: str | None
 
+    def __init__(self, namespace: str, definition: DataSourceDefinition, extension: str, version: str | None) -> None:
+        self._set(namespace=namespace, definition=definition, extension=extension, version=version)
 
-@dataclass(frozen=True)
-class ExtensionInfo:
+
+class ExtensionInfo(Record):
+    """An extension as registered: where it came from and the namespaces it provides."""
+
+    _fields = ("name", "version", "source", "namespaces")
+
     name: str
     version: str | None
     source: str  # "entry point" or "in-process"
     namespaces: tuple[str, ...]
+
+    def __init__(self, name: str, version: str | None, source: str, namespaces: tuple[str, ...]) -> None:
+        self._set(name=name, version=version, source=source, namespaces=namespaces)
+
+
+_HOOKABLE = (FunctionType, MethodType, staticmethod, classmethod)
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, with a quick answer for a module's attributes that cannot be hooks.
+
+    pluggy looks every name in ``dir(plugin)`` up with ``inspect.getattr_static``, about half
+    of what registering an extension module costs. For a plain module that look-up returns
+    the value in its ``__dict__`` (or a descriptor of ``ModuleType``, never a function), so a
+    value that is no function, method, staticmethod or classmethod is no hook implementation;
+    everything else goes to pluggy as before.
+    """
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        if type(plugin) is ModuleType and not isinstance(plugin.__dict__.get(name), _HOOKABLE):
+            return None
+        return super().parse_hookimpl_opts(plugin, name)
 
 
 class ExtensionRegistry:
@@ -81,7 +115,7 @@ class ExtensionRegistry:
 
     def __init__(self, *, strict: bool = False) -> None:
         self.strict = strict
-        self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.plugin_manager: pluggy.PluginManager = _PluginManager(hookspecs.PROJECT_NAME)
         self.plugin_manager.add_hookspecs(hookspecs)
         self.modules: dict[str, RegisteredModule] = {}
         self.failures: list[LoadFailure] = []

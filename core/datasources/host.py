@@ -8,9 +8,8 @@ once, right before the source's first use (or when asked, with route ``params`` 
 
 from __future__ import annotations
 
-import dataclasses
+import _thread  # threading's RLock (the same C type), without importing threading at start
 import os
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from .errors import (
 from .events import PubSub
 from .extensions import ExtensionRegistry, LoadFailure
 from .interface import DataSource
+from .records import Record
 
 if TYPE_CHECKING:
     from .metadata_store import DicomMetadataStore
@@ -43,9 +43,10 @@ def _log() -> Any:
 ACTIVE_DATA_SOURCE_CHANGED = "event::activedatasourcechanged"
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSourceInfo:
+class DataSourceInfo(Record):
     """One configured data source, as listed by :attr:`Host.data_sources`."""
+
+    _fields = ("source_name", "namespace", "friendly_name", "type", "active", "initialized", "error")
 
     source_name: str
     namespace: str
@@ -53,7 +54,27 @@ class DataSourceInfo:
     type: str | None
     active: bool
     initialized: bool
-    error: str | None = None
+    error: str | None
+
+    def __init__(
+        self,
+        source_name: str,
+        namespace: str,
+        friendly_name: str,
+        type: str | None,
+        active: bool,
+        initialized: bool,
+        error: str | None = None,
+    ) -> None:
+        self._set(
+            source_name=source_name,
+            namespace=namespace,
+            friendly_name=friendly_name,
+            type=type,
+            active=active,
+            initialized=initialized,
+            error=error,
+        )
 
 
 class _Slot:
@@ -66,7 +87,7 @@ class _Slot:
         self.data_source: DataSource | None = None
         self.error: DataSourcesError | None = None
         self.initialized = False
-        self.init_lock = threading.RLock()
+        self.init_lock = _thread.RLock()
         self.type: str | None = None
 
 
@@ -91,7 +112,7 @@ class Host(PubSub):
         super().__init__()
         self.strict = strict
         self.registry = ExtensionRegistry(strict=strict)
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._slots: dict[str, _Slot] = {}
         self._store: DicomMetadataStore | None = None
         if discover:
@@ -212,7 +233,7 @@ class Host(PubSub):
     def update_data_source_configuration(self, source_name: str, configuration: Mapping[str, Any]) -> DataSource:
         """Replace a source's configuration and re-create it (not yet initialized)."""
         old = self._slot(source_name)
-        entry = dataclasses.replace(old.entry, configuration=dict(configuration))
+        entry = old.entry.replace(configuration=dict(configuration))
         with self._lock:
             del self._slots[source_name]
             try:
@@ -277,7 +298,7 @@ class Host(PubSub):
 
     def _recreate_in_place(self, slot: _Slot, configuration: Mapping[str, Any]) -> _Slot:
         # keep onConfiguration out of the new configuration so it runs once per initialize
-        new_entry = dataclasses.replace(slot.entry, configuration=dict(configuration))
+        new_entry = slot.entry.replace(configuration=dict(configuration))
         ds = self._instantiate(new_entry)
         slot.entry = new_entry
         slot.data_source = ds

@@ -26,13 +26,13 @@ missing or empty value    no match for a non-universal query
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from .errors import InvalidQueryError, MalformedResponseError
 from .naturalize import tag_for_keyword, vr_for_keyword, vr_for_tag
 from .query import SearchQuery
+from .wildcards import fuzzy_name_tester, wildcard
 
 __all__ = ["compile_matcher", "filter_records", "matches"]
 
@@ -57,57 +57,6 @@ def _split_query(value: str | list[str], vr: str | None) -> list[str]:
     return out
 
 
-def _segment_finder(segment: str) -> Callable[[str, int, int], int]:
-    """``find(text, start, end)`` for a piece of a pattern between ``*``: the first position at
-    which it matches, or -1. ``?`` is any one character. A regex without quantifiers cannot
-    backtrack: each search costs at most ``len(text) x len(segment)`` steps."""
-    if "?" not in segment:
-        return lambda text, start, end: text.find(segment, start, end)
-    search = re.compile("".join("." if c == "?" else re.escape(c) for c in segment), re.DOTALL).search
-
-    def find(text: str, start: int, end: int) -> int:
-        found = search(text, start, end)
-        return found.start() if found else -1
-
-    return find
-
-
-def _wildcard(pattern: str) -> Callable[[str], bool]:
-    """A whole-value wildcard test (``*`` any run, ``?`` any one character), linear in
-    ``len(value) x len(pattern)`` whatever the pattern: the pieces between ``*`` have fixed
-    lengths, so the first and the last are anchored and each middle one is taken at its
-    leftmost place (taking it further right never helps the pieces after it)."""
-    pieces = pattern.split("*")
-    if len(pieces) == 1:
-        exact = _segment_finder(pattern)
-        size = len(pattern)
-        return lambda text: len(text) == size and exact(text, 0, size) == 0
-    head, tail = pieces[0], pieces[-1]
-    middle = [(len(p), _segment_finder(p)) for p in pieces[1:-1] if p]
-    head_find, tail_find = _segment_finder(head), _segment_finder(tail)
-    fixed = len(head) + len(tail)
-    least = fixed + sum(size for size, _ in middle)
-
-    def test(text: str) -> bool:
-        n = len(text)
-        if n < least:
-            return False
-        if head and head_find(text, 0, len(head)) != 0:
-            return False
-        end = n - len(tail)
-        if tail and tail_find(text, end, n) != end:
-            return False
-        position = len(head)
-        for size, find in middle:
-            found = find(text, position, end)
-            if found < 0:
-                return False
-            position = found + size
-        return True
-
-    return test
-
-
 # -- value testers: one record value (a string or a number) -> bool --------------------------
 #
 # Built once per query. Case-insensitive matching casefolds the query here and each value
@@ -118,7 +67,7 @@ ValueTest = Callable[[Any], bool]
 
 def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> ValueTest:
     if vr == "PN" and fuzzy:
-        return _fuzzy_name_tester(parts)
+        return fuzzy_name_tester(parts)
     fold = vr in _CASE_INSENSITIVE or vr is None
     exact: set[str] = set()
     prefixes: list[str] = []
@@ -131,7 +80,7 @@ def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> ValueTest:
         if "*" not in part and "?" not in part:
             exact.add(part)
         elif "?" in part or "*" in inner:
-            patterns.append(_wildcard(part))
+            patterns.append(wildcard(part))
         elif part.startswith("*") and part.endswith("*"):
             contains.append(inner)
         elif part.endswith("*"):
@@ -162,22 +111,6 @@ def _text_tester(parts: list[str], vr: str | None, fuzzy: bool) -> ValueTest:
             if pattern(text):
                 return True
         return False
-
-    return test
-
-
-_NAME_SPLIT = re.compile(r"[\s^,=]+")
-
-
-def _fuzzy_name_tester(parts: list[str]) -> ValueTest:
-    queries = []
-    for part in parts:
-        tokens = [t for t in _NAME_SPLIT.split(part.replace("*", " ").casefold()) if t]
-        queries.append([_wildcard(t + "*") for t in tokens])
-
-    def test(value: Any) -> bool:
-        words = [w for w in _NAME_SPLIT.split(str(value).casefold()) if w]
-        return any(all(any(t(w) for w in words) for t in tokens) for tokens in queries)
 
     return test
 

@@ -9,7 +9,6 @@ study, which is the bug this module exists to prevent.
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -98,6 +97,8 @@ def _suggest(name: str) -> str:
         return f"; did you mean {_LOWERED[name.lower()]!r}? (keywords are case-sensitive)"
     slack = len(name) // 3 + 1
     candidates = [k for k in _LOWERED.values() if abs(len(k) - len(name)) <= slack]
+    import difflib  # only to suggest a name for a mistyped one
+
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.75)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 

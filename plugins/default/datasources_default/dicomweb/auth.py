@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from datasources.errors import (
@@ -28,9 +28,20 @@ from datasources.errors import (
 )
 from datasources.forwarding import current_authorization
 
-from .tokens import OAuth2Grant, Secret, Token, as_token, azure_provider, google_provider, import_function
+if TYPE_CHECKING:
+    from .tokens import Secret, Token
 
 __all__ = ["Credentials", "SessionAuth", "Secret", "parse_auth"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Secret`` from tokens.py, imported when asked for: a source without auth never needs it."""
+    if name == "Secret":
+        from .tokens import Secret
+
+        return Secret
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger("datasources.dicomweb.auth")
 
@@ -110,6 +121,8 @@ class TokenCredentials(Credentials):
 
 
 def _secret(spec: Mapping[str, Any], key: str, required: bool) -> Secret | None:
+    from .tokens import Secret
+
     if spec.get(f"{key}File"):
         return Secret(key, file=str(spec[f"{key}File"]))
     if spec.get(key):
@@ -130,6 +143,9 @@ def parse_auth(
     """``requestOptions.auth`` as :class:`Credentials` (see docs/sources/dicomweb.md, "Authentication")."""
     if value is None:
         return Credentials()
+    # tokens.py (Secret, the providers, the OAuth2 grant) only for a source that has auth
+    from .tokens import OAuth2Grant, Secret, as_token, azure_provider, google_provider, import_function
+
     if callable(value):
         return TokenCredentials("token provider", lambda: as_token(value(), "the token provider"), source)
     if isinstance(value, str):

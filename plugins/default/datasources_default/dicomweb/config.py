@@ -9,14 +9,14 @@ shows it, and :meth:`DicomWebConfig.public` masks it for ``get_config()``. A roo
 
 from __future__ import annotations
 
-import ipaddress
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 from datasources.errors import ConfigurationError, redact_url
+from datasources.records import Record
 
 from .auth import Credentials, parse_auth, public_auth
 
@@ -85,16 +85,28 @@ _ENCODINGS = ("minimal", "percent")
 _COMPRESSIONS = ("auto", "gzip", "none")
 
 
-@dataclass(frozen=True)
-class BulkDataConfig:
-    enabled: bool = True
-    starts_with: str | None = None
-    prefix_with: str = ""
-    relative_resolution: str | None = None
-    transform: Callable[[str], str] | None = None
+# Records, not dataclasses: a dataclass of thirty fields compiles its methods when this module is
+# imported, about 5 ms of creating a source (bench/bench_host_start.py, datasources.records).
+class BulkDataConfig(Record):
+    _fields = ("enabled", "starts_with", "prefix_with", "relative_resolution", "transform")
+    _defaults = {
+        "enabled": True,
+        "starts_with": None,
+        "prefix_with": "",
+        "relative_resolution": None,
+        "transform": None,
+    }
+
+    enabled: bool
+    starts_with: str | None
+    prefix_with: str
+    relative_resolution: str | None
+    transform: Callable[[str], str] | None
 
 
 def _is_loopback(origin: str) -> bool:
+    import ipaddress  # here, not at import: creating a source stays off its cost (bench_host_start)
+
     host = (urlsplit(origin).hostname or "").rstrip(".")
     if host == "localhost":
         return True
@@ -109,11 +121,52 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
 
 
-@dataclass(frozen=True)
-class DicomWebConfig:
-    """The validated configuration, roots without trailing slashes."""
+class DicomWebConfig(Record):
+    """The validated configuration, roots without trailing slashes; built by :meth:`from_mapping`."""
 
-    raw: Mapping[str, Any] = field(repr=False)
+    _fields = (
+        "raw",
+        "qido_root",
+        "wado_root",
+        "wado_uri_root",
+        "stow_root",
+        "image_rendering",
+        "static_wado",
+        "lazy",
+        "supports_include_field",
+        "supports_fuzzy",
+        "supports_wildcard",
+        "supports_reject",
+        "singlepart",
+        "accept_header",
+        "transfer_syntax",
+        "omit_quotes",
+        "bulk",
+        "headers",
+        "auth",
+        "timeout",
+        "verify",
+        "retries",
+        "backoff",
+        "max_workers",
+        "query_encoding",
+        "bulk_data_auth",
+        "deadline",
+        "max_decompressed_bytes",
+        "forward_authorization",
+        "compression",
+        "root_queries",
+    )
+    _defaults = {
+        "deadline": 300.0,
+        "max_decompressed_bytes": 256 << 20,
+        "forward_authorization": False,
+        "compression": "auto",
+        "root_queries": MappingProxyType({}),  # shared, so read-only
+    }
+    _no_repr = frozenset({"raw", "headers", "root_queries"})
+
+    raw: Mapping[str, Any]
     qido_root: str
     wado_root: str
     wado_uri_root: str | None
@@ -130,7 +183,7 @@ class DicomWebConfig:
     transfer_syntax: str
     omit_quotes: bool
     bulk: BulkDataConfig
-    headers: Mapping[str, str] = field(repr=False)
+    headers: Mapping[str, str]
     auth: Credentials
     timeout: float
     verify: bool | str
@@ -139,11 +192,11 @@ class DicomWebConfig:
     max_workers: int
     query_encoding: str
     bulk_data_auth: str
-    deadline: float = 300.0
-    max_decompressed_bytes: int = 256 << 20
-    forward_authorization: bool = False
-    compression: str = "auto"
-    root_queries: Mapping[str, str] = field(default_factory=dict, repr=False)  # root -> its query string
+    deadline: float
+    max_decompressed_bytes: int
+    forward_authorization: bool
+    compression: str
+    root_queries: Mapping[str, str]  # root -> its query string
 
     @property
     def accept_encoding(self) -> str:

@@ -15,8 +15,6 @@ from typing import Any
 
 from datasources.errors import ConfigurationError, DataSourcesError, InvalidQueryError, NotFoundError, safe_message
 from datasources.naturalize import naturalize_many, paused_gc
-from datasources.query import parse_search
-from datasources.results import SeriesLoadTask
 
 from .bulkdata import fix_bulk_data_uri, image_id
 from .client import DicomWebClient
@@ -54,6 +52,8 @@ class MetadataRetrieve:
     _load_errors: dict[tuple[str, str], DataSourcesError]
 
     def _series_list(self, study_uid: str, wanted: set[str]) -> list[dict[str, Any]]:
+        from datasources.query import parse_search  # on first use: creating a source needs no parser
+
         q = parse_search("series", includefield=list(LAZY_SERIES_INCLUDE))
         rows = self.search(q, study_uid)
         for row in rows:
@@ -167,6 +167,8 @@ class MetadataRetrieve:
         if return_tasks and not self.config.lazy:
             raise ConfigurationError(f"{self.name}: return_tasks needs enableStudyLazyLoad in the configuration")
         if self.config.lazy:
+            from datasources.results import SeriesLoadTask
+
             rows = self._series_list(study_uid, wanted)
             self.store.add_series_metadata(rows, made_in_client=made_in_client)
             tasks = [

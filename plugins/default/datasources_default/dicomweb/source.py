@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from datasources import Source
@@ -26,18 +26,21 @@ from datasources.errors import (
 )
 from datasources.forwarding import ContextThreadPoolExecutor
 from datasources.interface import DataSource, IWebApiDataSource
-from datasources.matching import filter_records
 from datasources.naturalize import naturalize_many, paused_gc
-from datasources.query import SearchQuery, parse_search
-from datasources.results import StoreResult
 
 from .bulkdata import fix_bulk_data_uri, image_id
 from .client import DicomWebClient
 from .config import DicomWebConfig
 from .metadata import MetadataRetrieve
-from .qido import plan_query
 from .static_list import StaticList
-from .stow import store_instances
+
+if TYPE_CHECKING:
+    from datasources.query import SearchQuery
+    from datasources.results import StoreResult
+
+# Creating a source imports what creating it needs; the query parser and matcher, the QIDO
+# planner and STOW (with its result types) are imported by the first search or store
+# (fsspec's style; bench/bench_host_start.py times a source's creation).
 
 __all__ = ["DicomWebSource", "create_dicomweb_api"]
 
@@ -99,16 +102,22 @@ class DicomWebSource(MetadataRetrieve, Source):
     # -- QIDO ---------------------------------------------------------------------------------
 
     def search_studies(self, filters: Mapping[str, Any] | None = None, /, **kwargs: Any) -> list[dict[str, Any]]:
+        from datasources.query import parse_search
+
         return self.search(parse_search("study", filters, **kwargs))
 
     def search_series(
         self, study_uid: str, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
     ) -> list[dict[str, Any]]:
+        from datasources.query import parse_search
+
         return self.search(parse_search("series", filters, **kwargs), study_uid)
 
     def search_instances(
         self, study_uid: str, series_uid: str | None = None, filters: Mapping[str, Any] | None = None, /, **kwargs: Any
     ) -> list[dict[str, Any]]:
+        from datasources.query import parse_search
+
         return self.search(parse_search("instance", filters, **kwargs), study_uid, series_uid)
 
     def _search_url(self, q: SearchQuery, study_uid: str | None, series_uid: str | None) -> str:
@@ -123,6 +132,10 @@ class DicomWebSource(MetadataRetrieve, Source):
 
     def search(self, q: SearchQuery, study_uid: str | None = None, series_uid: str | None = None) -> list[dict]:
         """Rows of a QIDO search, naturalized; exact whatever the server's quirks (see qido.py)."""
+        from datasources.matching import filter_records
+
+        from .qido import plan_query
+
         if not q.includefield and q.level in DEFAULT_INCLUDE and self.config.supports_include_field:
             # as OHIF: some servers (Orthanc) leave descriptions out unless asked for them
             q = attrs.evolve(q, includefield=DEFAULT_INCLUDE[q.level])
@@ -170,6 +183,8 @@ class DicomWebSource(MetadataRetrieve, Source):
         """Every match, page by page (``limit``/``offset``), without holding them all."""
         if page_size < 1:
             raise InvalidQueryError("page_size must be 1 or more")
+        from datasources.query import SearchQuery, parse_search
+
         study_uid = kwargs.pop("study_instance_uid", None)
         series_uid = kwargs.pop("series_instance_uid", None)
         q = parse_search(level, filters, **kwargs)
@@ -290,6 +305,8 @@ class DicomWebSource(MetadataRetrieve, Source):
         says ``dicomUploadEnabled: false`` (explicitly: without the key the server decides)."""
         if self.config.raw.get("dicomUploadEnabled") is False:
             raise NotSupportedError("store.dicom", self.name, "the source is configured dicomUploadEnabled: false")
+        from .stow import store_instances
+
         return store_instances(self.client, items, **kwargs)
 
 
