@@ -19,7 +19,7 @@ as a whole and per request (p50).
 Goals (issue 15): cold study metadata at most 1.2x Orthanc, warm at most 0.3x, QIDO at most
 1.1x; the 100 frames at most 1.2x and the single-frame p50 at most 1.2x.
 
-    python bench/bench_gateway.py [--runs 7] [--record]
+    python bench/bench_gateway.py [--runs 7] [--record] [--only qido,metadata,frames]
 """
 
 from __future__ import annotations
@@ -161,7 +161,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
+    parser.add_argument(
+        "--only", default="qido,metadata,frames", help="comma-separated parts to run: qido, metadata, frames (all)"
+    )
     args = parser.parse_args()
+    parts = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not parts or parts - {"qido", "metadata", "frames"}:
+        raise SystemExit(f"--only takes qido, metadata and frames, not {args.only!r}")
 
     study_a, study_b = STUDY_A, STUDY_B
     lines: list[str] = []
@@ -189,10 +195,11 @@ def main() -> None:
             return orjson.loads(response.content)
 
         with gateway(config, "--metadata-ttl", "0") as cold, gateway(config, "--metadata-ttl", "3600") as warm:
-            for label, query in (
+            searches = (
                 (f"QIDO: all {len(SINGLES) + 4} studies", "studies"),
                 ("QIDO: PatientID=P001*", "studies?PatientID=P001*"),
-            ):
+            )
+            for label, query in searches if "qido" in parts else ():
                 count = len(get(f"{orthanc}/{query}"))  # type: ignore[arg-type]
                 assert count == len(get(f"{cold}/{query}")), "the gateway and Orthanc disagree"  # type: ignore[arg-type]
                 times = run(
@@ -200,7 +207,8 @@ def main() -> None:
                     args.runs,
                 )
                 lines += table(f"{label}, {count} rows", times, "orthanc", GOALS)
-            for label, spec in (("A: 1 series x 1000 instances", study_a), ("B: 10 series x 200 instances", study_b)):
+            studies = (("A: 1 series x 1000 instances", study_a), ("B: 10 series x 200 instances", study_b))
+            for label, spec in studies if "metadata" in parts else ():
                 path = f"studies/{spec.study_uid}/metadata"
                 count = len(get(f"{orthanc}/{path}"))  # type: ignore[arg-type]
                 assert count == len(get(f"{cold}/{path}")) == len(get(f"{warm}/{path}"))  # type: ignore[arg-type]
@@ -213,7 +221,8 @@ def main() -> None:
                     args.runs,
                 )
                 lines += table(f"Study metadata {label}", times, "orthanc", GOALS)
-            lines += frames(session, orthanc, cold, study_a, args.runs)
+            if "frames" in parts:
+                lines += frames(session, orthanc, cold, study_a, args.runs)
     print("\n".join(lines))
     if args.record:
         with (HERE / "RESULTS.md").open("a", encoding="utf-8") as out:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from datasources import Host
-from datasources.errors import BackendTimeoutError, HTTPError, MalformedResponseError
+from datasources.errors import BackendTimeoutError, ConfigurationError, HTTPError, MalformedResponseError
 from support.faultserver import FaultServer, Reply
 
 ROW = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
@@ -133,3 +133,38 @@ def test_a_root_query_string_is_kept_on_every_request_and_masked_everywhere(
     assert "urllib3.connectionpool" in caplog.text and "access_token=***" in caplog.text
     for text in (caplog.text, str(config), str(info.value), repr(ds)):
         assert SECRET not in text
+
+
+@pytest.mark.parametrize(
+    ("compression", "root", "asked"),
+    [
+        (None, "http://127.0.0.1:{port}/dicom-web", "identity"),  # auto: nothing to gain on loopback
+        (None, "http://localhost:{port}/dicom-web", "identity"),
+        ("gzip", "http://127.0.0.1:{port}/dicom-web", "gzip, deflate"),
+        ("none", "http://127.0.0.1:{port}/dicom-web", "identity"),
+    ],
+)
+def test_compression_is_asked_for_except_from_a_backend_on_this_machine(
+    fault_server: FaultServer, compression: str | None, root: str, asked: str
+) -> None:
+    options = {} if compression is None else {"compression": compression}
+    ds = source(root.format(port=fault_server.port), **options)
+    fault_server.script(
+        "/dicom-web/studies", Reply(200, gzip.compress(orjson.dumps([ROW])), {**JSON, "Content-Encoding": "gzip"})
+    )
+    assert [r["StudyInstanceUID"] for r in ds.query.studies.search()] == ["1.2.3"]  # gzip is inflated either way
+    assert fault_server.requests_to("/dicom-web/studies")[-1].headers["Accept-Encoding"] == asked
+
+
+def test_remote_roots_are_asked_for_gzip_and_a_bad_compression_is_refused() -> None:
+    from datasources_default.dicomweb.config import DicomWebConfig
+
+    remote = DicomWebConfig.from_mapping({"wadoRoot": "https://pacs.example.org/dicom-web"})
+    assert remote.accept_encoding == "gzip, deflate"
+    mixed = DicomWebConfig.from_mapping(
+        {"wadoRoot": "http://[::1]:8042/dicom-web", "qidoRoot": "https://pacs.example.org/q"}
+    )
+    assert mixed.accept_encoding == "gzip, deflate"  # one session for every root: compressed if any is remote
+    assert DicomWebConfig.from_mapping({"wadoRoot": "http://[::1]:8042/dicom-web"}).accept_encoding == "identity"
+    with pytest.raises(ConfigurationError, match=r"requestOptions\.compression must be one of auto, gzip, none"):
+        DicomWebConfig.from_mapping({"wadoRoot": "http://127.0.0.1/x", "requestOptions": {"compression": "brotli"}})

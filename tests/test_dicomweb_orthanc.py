@@ -216,3 +216,19 @@ def test_descriptions_are_asked_for(stowed: dict[str, Any]) -> None:
     }
     series = ds.query.series.search(DATASET_SPECS[0].study_uid)
     assert all(s.get("SeriesDescription") for s in series)
+
+
+def test_compressed_and_plain_answers_from_orthanc_give_the_same_metadata(stowed: dict[str, Any]) -> None:
+    """Orthanc gzips when asked (``compression: gzip``) and not under ``auto`` on loopback: same data either way."""
+    spec = DATASET_SPECS[0]
+    loaded = {}
+    for compression in ("gzip", "none", "auto"):
+        host = host_for(stowed["url"], requestOptions={"compression": compression})
+        host.active_data_source.retrieve.series.metadata(spec.study_uid)
+        record = host.metadata_store.get_study(spec.study_uid)
+        loaded[compression] = sorted(
+            ({k: v for k, v in i.items() if k not in ("imageId", "wadoRoot", "wadoUri")} for s in record["series"]
+             for i in s["instances"]), key=lambda i: i["SOPInstanceUID"],
+        )  # fmt: skip
+    assert loaded["gzip"] == loaded["none"] == loaded["auto"]
+    assert len(loaded["gzip"]) == spec.n_series * spec.n_instances

@@ -102,3 +102,25 @@ def test_naturalize_many_hands_back_each_datasets_bulk_references() -> None:
     refs[0][1]["BulkDataURI"] = "http://pacs/bulk/doc"  # the very dicts in the output
     assert out[0]["RequestAttributesSequence"][0]["EncapsulatedDocument"] == {"BulkDataURI": "http://pacs/bulk/doc"}
     assert out[0]["PixelData"] is refs[0][0]
+
+
+def test_release_later_frees_in_its_own_thread_and_soon() -> None:
+    import time
+
+    from datasources.gcpause import release_later
+
+    class Study(dict):  # a dict weakref can reach
+        pass
+
+    freed_in: list[str] = []
+    done = threading.Event()
+    study = Study(series=[{"SOPInstanceUID": str(i)} for i in range(1000)])
+    weakref.finalize(study, lambda: (freed_in.append(threading.current_thread().name), done.set()))
+    release_later(study)
+    del study
+    assert done.wait(5), "the released study was not freed"
+    assert freed_in == ["datasources-release"]  # not the caller's thread
+    started = time.monotonic()
+    for _ in range(3):
+        release_later([{"x": i} for i in range(100)])
+    assert time.monotonic() - started < 1.0  # handing over never waits for the freeing

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import shapes as _shapes  # its functions are looked up at call time: it imports this module
 from .errors import DatasetError, MalformedResponseError
 from .gcpause import paused_gc
 from .multiplicity import _MULTI, _SPECIAL, _multi_keys, _number, is_multi_valued
@@ -300,8 +301,11 @@ def _key_entry(key: str) -> tuple[str, str | None] | bool | None:
 
 
 def _denaturalize(dataset: Mapping[str, Any], skip_unknown: bool, path: str, depth: int = 0) -> dict[str, Any]:
-    # the gateway's hot path (every WADO-RS metadata answer): class checks before isinstance,
-    # and each key resolved once per process
+    # the gateway's hot path (every WADO-RS metadata answer): a plan per shape first (.shapes);
+    # element by element, class checks before isinstance and each key resolved once per process
+    planned = _shapes.denaturalize_planned(dataset, skip_unknown, path, depth)
+    if planned is not None:
+        return planned
     cache = _KEY_CACHE
     if not isinstance(dataset, Mapping):
         raise DatasetError(f"{path or 'the dataset'}: a sequence item is a mapping, not {type(dataset).__name__}")

@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import InvalidQueryError, NotFoundError, NotSupportedError
-from ..naturalize import denaturalize, vr_for_keyword
+from ..naturalize import denaturalize, paused_gc, vr_for_keyword
 from ..query import SearchQuery, parse_search
-from .datasets import bulk_rewrite, drop_bulk
+from ..shapes import dicom_json_planned
+from .datasets import KeepsBulkData, bulk_rewrite, drop_bulk, drop_nested_bulk, rewrite_element
 from .negotiation import DICOM_JSON, require_json
 from .observe import note
 from .state import source_context
@@ -145,7 +146,8 @@ async def _qido(request: Request, level: str, study: str | None = None, series: 
         if level == "study":
             rows = [complete_study(data_source, row) for row in rows]
         keys = None if "all" in query.includefield else _keys(query, study is not None, series is not None)
-        body = orjson.dumps([_qido_row(row, query.level, keys, root, study, series) for row in rows])
+        with paused_gc():  # a row of small dicts per study: nothing for the cyclic GC to find
+            body = b"[" + b",".join([_qido_json(row, query.level, keys, root, study, series) for row in rows]) + b"]"
         if shared is not None:
             note(cache="miss")
             shared.put_qido(name, cache_key, body)
@@ -257,14 +259,33 @@ def _walk(data_source: DataSource, query: SearchQuery) -> list[dict[str, Any]]:
     return rows
 
 
-def _qido_row(
+def _qido_json(
     row: Mapping[str, Any],
     level: str,
     keys: frozenset[str] | None,
     root: str,
     study: str | None,
     series: str | None,
-) -> dict[str, Any]:
+) -> bytes:
+    """``orjson.dumps(_qido_row(...))``, written through the row's plan (:mod:`..shapes`) when one fits."""
+    record, url = _qido_record(row, level, keys, root, study, series)
+    hook = drop_nested_bulk if url is None else (lambda tag, element: rewrite_element(tag, element, url))
+    try:
+        body = dicom_json_planned(record, hook)
+    except KeepsBulkData:
+        body = None
+    return body if body is not None else orjson.dumps(_qido_row(row, level, keys, root, study, series))
+
+
+def _qido_record(
+    row: Mapping[str, Any],
+    level: str,
+    keys: frozenset[str] | None,
+    root: str,
+    study: str | None,
+    series: str | None,
+) -> tuple[dict[str, Any], str | None]:
+    """The naturalized row as answered, and the URL its BulkDataURIs point at (None: they are left out)."""
     record = dict(row) if keys is None else {k: v for k, v in row.items() if k in keys}
     if study is not None:
         record.setdefault("StudyInstanceUID", study)
@@ -282,8 +303,21 @@ def _qido_row(
                 url += f"/instances/{sop}"
     if url:
         record["RetrieveURL"] = url
+    return record, url if level == "instance" and url and sop and se else None
+
+
+def _qido_row(
+    row: Mapping[str, Any],
+    level: str,
+    keys: frozenset[str] | None,
+    root: str,
+    study: str | None,
+    series: str | None,
+) -> dict[str, Any]:
+    """A QIDO row as DICOM JSON: the reference :func:`_qido_json` writes the bytes of."""
+    record, url = _qido_record(row, level, keys, root, study, series)
     dataset = denaturalize(record, skip_unknown=True)
-    if level == "instance" and url and sop and se:
+    if url is not None:
         bulk_rewrite(dataset, url)
     else:
         drop_bulk(dataset)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, DataSourcesError, NotFoundError, UnknownDataSourceError
+from ..gcpause import release_later
 from .observe import note
 
 if TYPE_CHECKING:
@@ -181,7 +182,12 @@ class Gateway:
                 owner.delete_study_metadata(study)
             except DataSourcesError as exc:
                 log.warning("gateway: forgetting study %s: %s", study, exc)
-        self.host.metadata_store.remove_study(study)
+        store = self.host.metadata_store
+        record = store.get_study(study)
+        store.remove_study(study)
+        if record is not None:
+            release_later(record)  # freed while this request waits on the backend, not before it asks
+            del record
         with self._state:
             if self._loaded.get(study) is entry:
                 self._loaded.pop(study, None)

@@ -119,7 +119,8 @@ class DicomWebClient:
                     session.mount("http://", adapter)
                     session.mount("https://", adapter)
                     session.headers.update(self.config.headers)
-                    session.headers["Accept-Encoding"] = "gzip, deflate"  # what _read_body inflates, bounded
+                    # gzip/deflate: what read_body inflates, bounded; identity from a backend on loopback
+                    session.headers["Accept-Encoding"] = self.config.accept_encoding
                     session.auth = self.auth
                     session.verify = self.config.verify
                     session.trust_env = False  # no proxy or netrc credentials picked up behind our back
