@@ -126,6 +126,7 @@ def main() -> None:
         help="redis: both runs share a redis-server on loopback (--cache redis://...), QIDO answers cached too",
     )  # fmt: skip
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     spec = StudySpec("loadA", n_series=1, n_instances=100, rows=64, cols=64)
     singles = [StudySpec(f"load1-{i}", patient_id=f"L{i:04d}", n_instances=1, rows=8, cols=8) for i in range(200)]
     results = {}
@@ -179,7 +180,8 @@ def main() -> None:
         f"{args.seconds:g} s of mixed QIDO / metadata / frames (keep-alive) through `datasources serve --workers N` "
         f"in front of one Orthanc on loopback; Orthanc, the gateway and the client share {os.cpu_count()} cores "
         f"(`--mix {args.mix}`, `--cache {args.cache}`, `--client {args.client}`; "
-        f"load average before: {os.getloadavg()[0]:.1f}).",
+        f"1-minute load average {load_before:.1f} before the runs, {os.getloadavg()[0]:.1f} after: the runs' own "
+        "processes count in it).",
         "",
         "| workers | requests | errors | requests/s | qido | metadata | frames | CPU ms/request: gateway | Orthanc "
         "| Redis | load generator |",
