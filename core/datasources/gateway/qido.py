@@ -274,7 +274,7 @@ def _qido_json(
         body = dicom_json_planned(record, hook)
     except KeepsBulkData:
         body = None
-    return body if body is not None else orjson.dumps(_qido_row(row, level, keys, root, study, series))
+    return body if body is not None else orjson.dumps(_qido_dataset(record, url))
 
 
 def _qido_record(
@@ -315,7 +315,11 @@ def _qido_row(
     series: str | None,
 ) -> dict[str, Any]:
     """A QIDO row as DICOM JSON: the reference :func:`_qido_json` writes the bytes of."""
-    record, url = _qido_record(row, level, keys, root, study, series)
+    return _qido_dataset(*_qido_record(row, level, keys, root, study, series))
+
+
+def _qido_dataset(record: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """The answered record (:func:`_qido_record`) as DICOM JSON, its BulkDataURIs pointed at ``url``."""
     dataset = denaturalize(record, skip_unknown=True)
     if url is not None:
         bulk_rewrite(dataset, url)
