@@ -28,10 +28,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +45,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 from orthanc_data import SINGLES, STUDY_A, STUDY_B, bench_orthanc  # noqa: E402
+from serve_process import serve_process  # noqa: E402
 from support.dicomgen import StudySpec  # noqa: E402
 
 GOALS = {"gateway": 1.1, "cold": 1.2, "warm": 0.3}  # gateway: QIDO through the gateway
@@ -58,38 +56,8 @@ FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syn
 @contextmanager
 def gateway(config: Path, *extra: str) -> Iterator[str]:
     """A ``datasources serve`` process; yields its DICOMweb root for the source ``orthanc``."""
-    exe = shutil.which("datasources")
-    if exe is None:
-        raise SystemExit("the datasources script is not installed (pip install -e '.[gateway]')")
-    process = subprocess.Popen(
-        [exe, "serve", "-c", str(config), "--port", "0", "--log-level", "warning", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        if not first.startswith("datasources gateway on "):
-            raise SystemExit(f"the gateway did not start: {first!r}")
-        base = first.split()[3]
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(f"{base}/favicon.ico", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the gateway does not answer") from None
-                time.sleep(0.05)
+    with serve_process(config, *extra) as (base, _):
         yield f"{base}/orthanc/dicom-web"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run(methods: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:

@@ -24,10 +24,7 @@ import atexit
 import datetime as dt
 import json
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,12 +32,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
+from serve_process import serve_process  # noqa: E402
 from support.dicomgen import StudySpec, dataset_to_bytes, iter_study  # noqa: E402
 from support.loadgen import mixed_urls, run_load  # noqa: E402
 from support.orthanc import OrthancServer  # noqa: E402
@@ -77,34 +73,9 @@ def even_mix(urls: list[tuple[str, str, dict[str, str]]]) -> list[tuple[str, str
 
 @contextmanager
 def gateway(config: Path, workers: int, *extra: str) -> Iterator[tuple[str, int]]:
-    exe = shutil.which("datasources")
-    if exe is None:
-        raise SystemExit("the datasources script is not installed (pip install -e '.[gateway]')")
-    args = [exe, "serve", "-c", str(config), "--port", "0", "--log-level", "warning", "--workers", str(workers), *extra]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        if not first.startswith("datasources gateway on "):
-            raise SystemExit(f"the gateway did not start: {first!r}")
-        base = first.split()[3]
-        deadline = time.monotonic() + 60
-        seen: set[int] = set()
-        while len(seen) < workers:  # every worker answers
-            try:
-                seen.add(requests.get(f"{base}/healthz", headers={"Connection": "close"}, timeout=2).json()["pid"])
-            except requests.RequestException:
-                time.sleep(0.05)
-            if time.monotonic() > deadline:
-                raise SystemExit("the gateway's workers do not answer")
+    """``datasources serve --workers N``; yields its default DICOMweb root and the supervisor's pid."""
+    with serve_process(config, *extra, workers=workers) as (base, process):
         yield f"{base}/dicom-web", process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def main() -> None:
