@@ -123,18 +123,11 @@ def time_ratio(config: Path, study: str, runs: int, workers: int) -> tuple[list[
 
 
 def orthanc_times(root: Path, runs: int, workers: int) -> tuple[list[float], list[float]]:
-    from support.dicomgen import dataset_to_bytes, iter_study
+    from orthanc_data import load
     from support.orthanc import OrthancServer
 
     with OrthancServer() as server:
-        batch: list[bytes] = []
-        for ds in iter_study(spec_for(1000)):
-            batch.append(dataset_to_bytes(ds))
-            if len(batch) >= 200:
-                server.upload(batch, workers=2)
-                batch = []
-        if batch:
-            server.upload(batch, workers=2)
+        load(server, [spec_for(1000)])
         read, export, _ = time_ratio(orthanc_config(root, server.dicomweb_url), spec_for(1000).study_uid, runs, workers)
     return read, export
 
