@@ -203,7 +203,7 @@ class DicomWebConfig(Record):
         """What the session asks for: gzip, except from a backend on this machine under ``auto``.
 
         On loopback a compressed answer saves no transfer time and costs the backend a deflate of
-        every answer (about 45 ms for a 1000-instance series from Orthanc) and us an inflate.
+        every answer (36 ms of 733 for a 1000-instance series from Orthanc, measured) and us an inflate.
         """
         if self.compression == "none":
             return "identity"
