@@ -58,7 +58,7 @@ def test_readyz_is_503_with_the_backend_error_when_the_archive_fails(fault_serve
         "dataSources": [{
             "namespace": "default.dataSourcesModule.dicomweb", "sourceName": "pacs",
             "configuration": {"qidoRoot": f"{fault_server.url}/dicom-web", "wadoRoot": f"{fault_server.url}/dicom-web",
-                              "retries": 0},
+                              "requestOptions": {"retries": 0}},
         }]
     })  # fmt: skip
     client = TestClient(create_app(host))
