@@ -8,6 +8,7 @@ during the request: well below the body's size, and every instance is stored byt
 
 from __future__ import annotations
 
+import io
 import mmap
 import tracemalloc
 import warnings
@@ -168,3 +169,40 @@ def test_a_merge_forwards_the_views_to_its_default_member(tmp_path: Path) -> Non
     for ds, data in made + more:
         stored = tmp_path / "store" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
         assert stored.read_bytes() == data
+
+
+def test_real_compressed_files_go_through_the_spool_byte_for_byte(tmp_path: Path) -> None:
+    """pydicom's JPEG, JPEG 2000, JPEG-LS, RLE and deflated files as one STOW that goes to disk: each
+    stored file is the file sent, and its first frame comes back with its own transfer syntax."""
+    import pydicom
+    from pydicom.encaps import generate_frames
+    from support.compressed import write_compressed
+
+    sent = write_compressed(tmp_path / "sent").files
+    datas = [path.read_bytes() for path in sent]
+    body, boundary = mp.build([(data, "application/dicom") for data in datas])
+    client = TestClient(create_app(local_host(tmp_path), stow_spool_bytes=1024))  # far below the body: mmap parts
+    answer = client.post("/local/dicom-web/studies", content=body, headers={"Content-Type": STOW_TYPE.format(boundary)})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["00081199"]["Value"]) == len(sent)
+    for data in datas:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data))
+        study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+        assert (tmp_path / "store" / study / series / f"{sop}.dcm").read_bytes() == data
+        ts = str(ds.file_meta.TransferSyntaxUID)
+        frames = client.get(
+            f"/local/dicom-web/studies/{study}/series/{series}/instances/{sop}/frames/1",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+        )
+        assert frames.status_code == 200, (sop, frames.text)
+        (part,) = mp.parse(frames.content, frames.headers["content-type"])
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            frames_count = int(ds.get("NumberOfFrames", 1) or 1)
+            expected = next(generate_frames(ds.PixelData, number_of_frames=frames_count))
+            assert part.transfer_syntax == ts, (sop, part.content_type)
+            assert bytes(part.content).rstrip(b"\0") == expected.rstrip(b"\0"), sop
+        else:  # the deflated file: native pixels, sent as Explicit VR Little Endian
+            assert part.transfer_syntax == "1.2.840.10008.1.2.1"
+            assert len(part.content) >= ds.Rows * ds.Columns * ds.SamplesPerPixel * ds.BitsAllocated // 8
