@@ -78,6 +78,56 @@ def test_wrong_called_ae_is_rejected_by_orthanc(orthanc_pacs: Any, tmp_path: Pat
     assert "called AE title not recognized" in str(caught.value)
 
 
+class InstantRejecter:
+    """A peer that reads each A-ASSOCIATE-RQ, answers A-ASSOCIATE-RJ at once and closes.
+
+    As Orthanc does with a wrong called AE, but with nothing in between: pynetdicom's requestor
+    thread then often finds the socket closed before it looks at it, and reports an abort.
+    """
+
+    def __init__(self, source: int = 1, reason: int = 7) -> None:
+        import socket
+
+        self.pdu = bytes([0x03, 0, 0, 0, 0, 4, 0, 0x01, source, reason])
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                header = conn.recv(6)
+                while len(header) < 6:
+                    header += conn.recv(6 - len(header))
+                left = int.from_bytes(header[2:6], "big")
+                while left:
+                    left -= len(conn.recv(min(left, 65536)))
+                conn.sendall(self.pdu)
+                self.answered += 1
+
+
+def test_a_reject_that_closes_at_once_is_still_a_reject_with_its_reason(tmp_path: Path) -> None:
+    peer = InstantRejecter(source=1, reason=7)
+    try:
+        config = {"host": "127.0.0.1", "port": peer.port, "calledAETitle": "FAST", "cache": str(tmp_path)}
+        for attempt in range(40):
+            host = dimse_host(config)
+            with pytest.raises(AssociationRejectedError) as caught:
+                host.initialize_data_source("pacs")
+            assert str(caught.value).endswith("called AE title not recognized"), (attempt, str(caught.value))
+        assert peer.answered == 40
+        peer.pdu = bytes([0x03, 0, 0, 0, 0, 4, 0, 0x02, 3, 2])  # transient, provider: local limit exceeded
+        with pytest.raises(AssociationRejectedError, match="local limit exceeded"):
+            dimse_host(config).initialize_data_source("pacs")
+    finally:
+        peer.server.close()
+
+
 def test_wrong_called_ae_is_rejected_by_dcmqrscp(dcmqrscp_pacs: Any, tmp_path: Path) -> None:
     host = dimse_host(dcmqrscp_pacs.server.source_config(calledAETitle="WRONG", cache=str(tmp_path)))
     with pytest.raises(AssociationRejectedError, match=r"DATASOURCES -> WRONG@127\.0\.0\.1"):

@@ -71,7 +71,13 @@ class AssociationPool:
 
         ae = self._ae(contexts)
         tls = self.config.ssl_context()
-        handlers = [(evt.EVT_C_STORE, _dispatch_store)]
+        rejects: list[Any] = []  # the A-ASSOCIATE-RJ PDU, as the DUL decoded it
+
+        def note_reject(event: Any) -> None:
+            if type(event.pdu).__name__ == "A_ASSOCIATE_RJ":
+                rejects.append(event.pdu)
+
+        handlers = [(evt.EVT_C_STORE, _dispatch_store), (evt.EVT_PDU_RECV, note_reject)]
         assoc = ae.associate(
             self.config.host,
             self.config.port,
@@ -82,13 +88,19 @@ class AssociationPool:
             max_pdu=0,
         )
         if assoc.is_established:
+            assoc.unbind(evt.EVT_PDU_RECV, note_reject)  # not called for every P-DATA from now on
             assoc.dimse_sink = None
             _no_delay(assoc)
             return assoc
         peer = self.config.peer()
-        if assoc.is_rejected:
-            primitive = getattr(assoc.acceptor, "primitive", None)
-            key = (getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None))
+        if rejects or assoc.is_rejected:
+            # a peer on loopback can reject and close before pynetdicom's requestor thread has
+            # looked at the socket: it then reports an abort, though the RJ PDU was received
+            if rejects:
+                key = (rejects[0].source, rejects[0].reason_diagnostic)
+            else:
+                primitive = getattr(assoc.acceptor, "primitive", None)
+                key = (getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None))
             raise AssociationRejectedError(peer, _REJECT_REASONS.get(key, f"source/diagnostic {key}"))
         if not _tcp_reachable(self.config.host, self.config.port, self.config.timeouts.connect):
             raise PeerUnreachableError(peer, "nothing answers on that port (refused or timed out)")
