@@ -54,8 +54,16 @@ DICOMWEB = (
 
 
 def loaded_after(code: str, cache: Path, names: list[str]) -> list[str]:
-    """Which of ``names`` a fresh ``python -c`` has in ``sys.modules`` once ``code`` ran."""
-    probe = f"{code}\nimport sys; print(' '.join(n for n in {names!r} if n in sys.modules))"  # no json here
+    """Which of ``names`` a fresh ``python -c`` has in ``sys.modules`` once ``code`` ran.
+
+    Modules the interpreter had before ``code`` ran are not ``code``'s doing: a machine's own
+    ``.pth`` files (CI's Python has one that imports pathlib, threading and urllib.parse) run
+    at ``site`` time, before any of ours.
+    """
+    probe = (
+        f"import sys; before = set(sys.modules)\n{code}\n"
+        f"print(' '.join(n for n in {names!r} if n in sys.modules and n not in before))"  # no json here
+    )
     env = dict(os.environ, XDG_CACHE_HOME=str(cache))
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
