@@ -167,6 +167,22 @@ def test_gzip_answers_are_inflated_and_bounded(backend: FaultServer) -> None:
     assert backend.requests_to(frame_path(1))[0].headers["Accept-Encoding"] == "gzip, deflate"
 
 
+def test_a_large_answer_is_read_by_the_full_client_off_the_event_loop(backend: FaultServer) -> None:
+    from datasources_default.dicomweb.aio import LOOP_MAX_BYTES
+
+    big = bytes(range(256)) * ((LOOP_MAX_BYTES + 4096) // 256)
+    body, boundary = mp.build([(big, f"application/octet-stream; transfer-syntax={TS}")])
+    typed = {"Content-Type": f"multipart/related; boundary={boundary}"}
+    backend.script(frame_path(1), Reply(200, body, typed))
+    backend.script(frame_path(2), Reply(200, gzip.compress(body), {**typed, "Content-Encoding": "gzip"}))
+    with served(create_app(gateway_host(backend.url, compression="gzip"))) as gw:
+        plain, inflated = get_frame(gw.url, 1), get_frame(gw.url, 2)
+    for answer in (plain, inflated):
+        (part,) = mp.parse(answer.content, answer.headers["Content-Type"])
+        assert part.content == big and part.transfer_syntax == TS
+    assert agents(backend, 1) == agents(backend, 2) == [LANE, "python-requests"]
+
+
 def test_credentials_and_headers_go_with_the_lane_and_into_no_log_line(
     backend: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,10 +5,12 @@ A frame through the gateway was a thread hop plus a ``requests`` GET: about 4 ms
 parser alone compiles a regex for every multipart boundary). This lane sends the GET with h11 on
 asyncio streams instead, on a small pool of kept-alive connections per origin, and handles only
 the plain case: a trusted origin, credentials at hand (static, forwarded, or a token still
-fresh), a 200 answer in time. Anything else (a redirect, a 401 that may need a new token, a
-429/5xx to retry with backoff, a refused or reset connection, a timeout) is handed to the
-source's synchronous client, which has the full rules: retries with ``Retry-After``, token
-refresh, redirects, typed errors. A GET is idempotent, so asking again there is safe.
+fresh), a 200 answer of at most :data:`LOOP_MAX_BYTES` in time. Anything else (a redirect, a
+401 that may need a new token, a 429/5xx to retry with backoff, a refused or reset connection,
+a larger answer) is handed to the source's synchronous client, which has the full rules:
+retries with ``Retry-After``, token refresh, redirects, typed errors. A GET is idempotent, so
+asking again there is safe. A backend silent past ``requestOptions.timeout`` is a
+``BackendTimeoutError`` here: asking again would double the wait.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ __all__ = ["AsyncLane", "Fallback"]
 log = logging.getLogger("datasources.dicomweb")
 
 _CHUNK = 1 << 16
+#: Answers larger than this are left to the synchronous client: copying, inflating and parsing
+#: them must not hold the event loop (8 MB: a few milliseconds; a viewer's frames are far smaller).
+LOOP_MAX_BYTES = 8 << 20
 _USER_AGENT = "datasources-dicomweb"
 
 
@@ -198,6 +203,9 @@ class AsyncLane:
         if status != 200:
             conn.close()  # the synchronous client asks again and reads the answer its own way
             raise Fallback(f"HTTP {status}")
+        if int(answer.get("content-length") or 0) > LOOP_MAX_BYTES:
+            conn.close()
+            raise Fallback("a large answer")
         encoding = answer.get("content-encoding", "identity").strip().lower()
         decoder = zlib.decompressobj(wbits=47) if encoding in ("gzip", "x-gzip", "deflate") else None
         if decoder is None and encoding not in ("identity", ""):
@@ -209,8 +217,12 @@ class AsyncLane:
             if isinstance(event, h11.Data):
                 if decoder is None:
                     out += event.data  # as the synchronous client: only an inflation is bounded
-                else:
-                    inflate(decoder, bytes(event.data), out, self.limit, url, self.name)
+                else:  # never more than the loop's share at once, nor past maxDecompressedBytes
+                    inflate(decoder, bytes(event.data), out, min(self.limit, LOOP_MAX_BYTES + 1), url, self.name,
+                            over=None if self.limit <= LOOP_MAX_BYTES else Fallback("a large answer"))  # fmt: skip
+                if len(out) > LOOP_MAX_BYTES:
+                    conn.close()
+                    raise Fallback("a large answer")
             elif isinstance(event, h11.EndOfMessage):
                 break
             else:
