@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["support.orthanc_fixtures"]
+pytest_plugins = ["support.orthanc_fixtures", "support.exclusive"]
 
 # Hypothesis: the same examples on every run and every machine (derandomized: a fixed seed per
 # test, no example database), so CI's time is known and a failure reproduces. Set
