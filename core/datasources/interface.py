@@ -14,6 +14,7 @@ passing a silent ``None`` on.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -207,6 +208,9 @@ class DataSource:
         guarded = path not in _NO_INIT
         owner = self
 
+        if inspect.iscoroutinefunction(func):
+            return self._wrap_async(path, func, guarded)
+
         @functools.wraps(func)
         def member(*args: Any, **kwargs: Any) -> Any:
             guard = owner._guard
@@ -221,6 +225,33 @@ class DataSource:
             if needs_value and result is None:
                 raise InterfaceError(f"{path} of data source {owner.name!r} returned None")
             return result
+
+        return member
+
+    def _wrap_async(self, path: str, func: Callable[..., Any], guarded: bool) -> Callable[..., Any]:
+        """An ``async def`` member (``retrieve.frames_async``): the same guard and error naming.
+
+        The host's lazy ``initialize`` may do I/O, so the first call runs it in a thread; once it
+        passed, later calls find the source initialized (a re-created source gets new members).
+        """
+        owner = self
+        passed = False
+
+        @functools.wraps(func)
+        async def member(*args: Any, **kwargs: Any) -> Any:
+            nonlocal passed
+            guard = owner._guard
+            if guarded and guard is not None and not passed:
+                import asyncio
+
+                await asyncio.to_thread(guard, path)
+                passed = True
+            try:
+                return await func(*args, **kwargs)
+            except NotSupportedError as exc:
+                if exc.source is None and owner.name is not None:
+                    raise NotSupportedError(exc.operation, owner.name, exc.reason) from None
+                raise
 
         return member
 

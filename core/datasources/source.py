@@ -35,6 +35,7 @@ METHODS: Mapping[str, str] = {
     "search_instances": "query.instances.search",
     "series_metadata": "retrieve.series.metadata",
     "frames": "retrieve.frames",
+    "frames_async": "retrieve.frames_async",
     "direct_url": "retrieve.direct_url",
     "bulk_data_uri": "retrieve.bulk_data_uri",
     "store_dicom": "store.dicom",
@@ -54,6 +55,7 @@ _OPTIONAL = frozenset(
         "query.instances.search",
         "retrieve.series.metadata",
         "retrieve.frames",
+        "retrieve.frames_async",
         "retrieve.direct_url",
         "retrieve.bulk_data_uri",
         "store.dicom",
@@ -152,8 +154,8 @@ def build_members(obj: Any) -> dict[str, Any]:
         if func is None:
             if member not in _OPTIONAL:
                 continue  # create() reports it as missing
-            if member == "retrieve.frames":
-                continue  # optional beyond OHIF's interface: the gateway cuts PixelData instead
+            if member in ("retrieve.frames", "retrieve.frames_async"):
+                continue  # optional beyond OHIF's interface: the gateway cuts PixelData, or uses a thread
             func = _unsupported(member, reason if member in ("store.dicom", "reject.series") else None)
         flat[member] = func
     tree: dict[str, Any] = {}

@@ -13,7 +13,8 @@ case-insensitive headers, body, arrival time) so tests can assert what a client 
     assert "Authorization" not in fault_server.requests_to("/bulk")[0].headers
 
 Path keys: an exact path first, then keys with ``*``/``?`` (fnmatch, in the order scripted),
-``"*"`` matches everything. Unscripted paths get 404 ``no reply scripted``.
+``"*"`` matches everything. Unscripted paths get 404 ``no reply scripted``. ``idle_timeout``
+closes a kept-alive connection that long idle, silently (as Orthanc's ``Keep-Alive: timeout=1``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Recorded:
     headers: CaseInsensitiveDict[str]
     body: bytes
     at: float = 0.0  # time.monotonic() when the request line had been read
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: one per connection
 
     @property
     def params(self) -> list[tuple[str, str]]:
@@ -94,7 +96,7 @@ class Recorded:
 class FaultServer:
     """A ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread; a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_timeout: float | None = None) -> None:
         self.replies: dict[str, list[Reply]] = {}
         self.requests: list[Recorded] = []
         self.default = Reply(404, b"no reply scripted")
@@ -105,6 +107,7 @@ class FaultServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = idle_timeout  # a kept-alive connection idle this long is closed, without a word
 
             def _read_body(self) -> bytes:
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -126,7 +129,7 @@ class FaultServer:
                 body = self._read_body()
                 headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(self.headers.items())
                 with outer._lock:
-                    outer.requests.append(Recorded(self.command, path, query, headers, body, at))
+                    outer.requests.append(Recorded(self.command, path, query, headers, body, at, self.client_address))
                     reply = outer._next_reply(path)
                 if reply.drop:
                     self.close_connection = True

@@ -1,7 +1,9 @@
 """Frames of an instance from any source, and what media type they are.
 
 A source that can hand out frames exposes ``retrieve.frames(study, series, sop, [n, ...])``
-(frames counted from 1, as WADO-RS counts them; bytes as stored). For any other source the
+(frames counted from 1, as WADO-RS counts them; bytes as stored), and may add an awaitable
+``retrieve.frames_async`` that the gateway awaits on its event loop first (the dicomweb source:
+no thread hop, no ``requests`` on the way). For any other source the
 gateway reads the instance's ``PixelData`` through ``retrieve.bulk_data_uri`` (or its inline
 value) and cuts it into frames itself: native pixels by size, encapsulated ones by fragment.
 """
@@ -138,6 +140,28 @@ def frames_reader(data_source: Any) -> Callable[..., list[bytes]] | None:
     return None
 
 
+async def source_frames_async(
+    data_source: Any, study: str, series: str, sop: str, numbers: Sequence[int]
+) -> list[bytes] | None:
+    """Frames from the source's ``retrieve.frames_async`` on the event loop (no thread hop), or
+    None when it has none or declines (it then wants ``retrieve.frames`` called in a thread)."""
+    if "frames_async" not in data_source.retrieve:
+        return None
+    try:
+        frames = await data_source.retrieve.frames_async(study, series, sop, list(numbers))
+    except NotSupportedError:
+        return None
+    return None if frames is None else _checked(frames, numbers, "retrieve.frames_async")
+
+
+def _checked(frames: Any, numbers: Sequence[int], member: str) -> list[bytes]:
+    if not isinstance(frames, list | tuple):
+        raise MalformedResponseError(f"{member} gave {type(frames).__name__}, not a list of frames")
+    if len(frames) != len(numbers):
+        raise MalformedResponseError(f"{member} gave {len(frames)} frames for {len(numbers)} asked")
+    return [f if isinstance(f, Frame) else bytes(f) for f in frames]
+
+
 def source_frames(
     data_source: Any,
     study: str,
@@ -154,11 +178,7 @@ def source_frames(
         except NotSupportedError:
             frames = None  # a merge source whose member has no reader: cut the pixel data here
         if frames is not None:
-            if not isinstance(frames, list | tuple):
-                raise MalformedResponseError(f"retrieve.frames gave {type(frames).__name__}, not a list of frames")
-            if len(frames) != len(numbers):
-                raise MalformedResponseError(f"retrieve.frames gave {len(frames)} frames for {len(numbers)} asked")
-            return [f if isinstance(f, Frame) else bytes(f) for f in frames]
+            return _checked(frames, numbers, "retrieve.frames")
     meta = instance()
     count = frame_count(meta)
     bad = [n for n in numbers if n > count]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..interface import DataSource
     from .redis_cache import RedisCache
 
-__all__ = ["Gateway", "gateway_of", "source_context"]
+__all__ = ["Gateway", "gateway_of", "source_context", "source_of"]
 
 log = logging.getLogger("datasources.gateway")
 
@@ -325,6 +325,13 @@ class Gateway:
 def gateway_of(request: Request) -> Gateway:
     """The :class:`Gateway` the application serving ``request`` was made with."""
     return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def source_of(request: Request) -> tuple[Gateway, str, DataSource]:
+    """The gateway and the source a request is for (its name and DataSource)."""
+    gateway = gateway_of(request)
+    name, data_source = gateway.data_source(request.path_params.get("source"))
+    return gateway, name, data_source
 
 
 def source_context(request: Request) -> tuple[Gateway, str, DataSource, str]:

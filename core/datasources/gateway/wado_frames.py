@@ -20,10 +20,17 @@ from ..errors import InvalidQueryError, NotFoundError
 from ..naturalize import is_tag, keyword_for_tag
 from ..transcode import can_decode, to_native
 from ..transfer import NATIVE, label_of
-from .frames import call_bulk_data_uri, frame_count, guess_native, source_frames, transfer_syntax_of
+from .frames import (
+    call_bulk_data_uri,
+    frame_count,
+    guess_native,
+    source_frames,
+    source_frames_async,
+    transfer_syntax_of,
+)
 from .negotiation import Choice, NotAcceptable, image_type, negotiate
 from .render import render_frame
-from .state import source_context
+from .state import source_of
 
 if TYPE_CHECKING:
     from ..interface import DataSource
@@ -57,17 +64,25 @@ def _viewport(request: Request, default: tuple[int, int] | None) -> tuple[int, i
 
 
 async def frames(request: Request) -> Response:
-    gateway, name, data_source, _ = source_context(request)
+    gateway, name, data_source = source_of(request)
     study, series, sop = (request.path_params[k] for k in ("study", "series", "sop"))
     numbers = _frame_numbers(request.path_params["frames"])
     header = request.headers.get("accept")
+    fetched = await source_frames_async(data_source, study, series, sop, numbers)
+    if fetched is not None and label_of(fetched[0]) is not None:
+        chosen = _choose(header, label_of(fetched[0]), len(fetched))
+        if not chosen.transcode:  # the common case, all on the event loop
+            return _frames_answer(chosen, fetched)
 
     def work() -> tuple[Choice, list[bytes]]:
-        meta = gateway.cached_instance(name, study, series, sop)
-        if meta is not None and max(numbers) > frame_count(meta):
-            raise NotFoundError(f"instance {sop} has {frame_count(meta)} frame(s), counted from 1: not {numbers}")
         loader = lambda: gateway.instance(name, data_source, study, series, sop)  # noqa: E731
-        frames = source_frames(data_source, study, series, sop, numbers, loader)
+        if fetched is not None:
+            frames = fetched
+        else:
+            meta = gateway.cached_instance(name, study, series, sop)
+            if meta is not None and max(numbers) > frame_count(meta):
+                raise NotFoundError(f"instance {sop} has {frame_count(meta)} frame(s), counted from 1: not {numbers}")
+            frames = source_frames(data_source, study, series, sop, numbers, loader)
         ts = label_of(frames[0])
         fresh = None
         if ts is None:  # the source did not say: ask it (its metadata, loaded again if expired)
@@ -79,7 +94,10 @@ async def frames(request: Request) -> Response:
             frames = [to_native(frame, meta, ts) for frame in frames]
         return chosen, frames
 
-    chosen, frames = await run_in_threadpool(work)
+    return _frames_answer(*await run_in_threadpool(work))
+
+
+def _frames_answer(chosen: Choice, frames: list[bytes]) -> Response:
     if not chosen.multipart:
         return Response(frames[0], media_type=chosen.part_type)
     body, boundary = multipart.build([(f, chosen.part_type) for f in frames])
@@ -94,7 +112,7 @@ def _choose(header: str | None, ts: str | None, count: int) -> Choice:
 
 
 async def bulkdata(request: Request) -> Response:
-    gateway, name, data_source, _ = source_context(request)
+    gateway, name, data_source = source_of(request)
     study, series, sop = (request.path_params[k] for k in ("study", "series", "sop"))
     path = [p for p in request.path_params["path"].split("/") if p]
 
@@ -133,7 +151,7 @@ async def _render(
     thumbnail: bool = False,
 ) -> Response:
     media = image_type(request)
-    gateway, name, data_source, _ = source_context(request)
+    gateway, name, data_source = source_of(request)
     size = _viewport(request, viewport)
 
     def work() -> bytes:

@@ -65,6 +65,10 @@ class Credentials:
         """After a 401 with ``used``: a fresh value (static credentials have none)."""
         return self._value
 
+    def at_hand(self) -> bool:
+        """Whether :meth:`header` answers without I/O (a token provider may have to be asked)."""
+        return True
+
     def __repr__(self) -> str:
         return f"Credentials({self.kind})"
 
@@ -103,6 +107,9 @@ class TokenCredentials(Credentials):
             self._refresh_at = time.monotonic() + lifetime - min(MAX_SKEW, lifetime * 0.1)
         log.debug("%s: new token (expires in %s s)", self.kind, token.expires_in)
         return token.value
+
+    def at_hand(self) -> bool:
+        return self._fresh()
 
     def header(self) -> str | None:
         if self._fresh():
@@ -242,6 +249,15 @@ class SessionAuth(requests.auth.AuthBase):
     def forwarded(self) -> str | None:
         """The gateway client's own Authorization, when this source forwards it."""
         return current_authorization() if self.forward else None
+
+    def header_at_hand(self) -> tuple[bool, str | None]:
+        """``(True, value)`` when the value to send needs no I/O now; ``(False, None)`` when it does."""
+        forwarded = self.forwarded()
+        if forwarded:
+            return True, forwarded
+        if not self.credentials.at_hand():
+            return False, None
+        return True, self.credentials.header()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if not self._is_trusted(request.url or ""):

@@ -91,6 +91,10 @@ class DicomWebClient:
         self.auth = SessionAuth(config.auth, self.is_trusted, forward=config.forward_authorization)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
+        self._trusted_for: DicomWebConfig | None = None
+        self._trusted_cache: frozenset[str] = frozenset()
+        self._lane_for: DicomWebConfig | None = None
+        self._lane_base: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"DicomWebClient({self.name!r}, {self.auth!r})"
@@ -135,7 +139,14 @@ class DicomWebClient:
     # -- requests -----------------------------------------------------------------------------
 
     def is_trusted(self, url: str) -> bool:
-        return _origin(url) in self.config.trusted_origins
+        return _origin(url) in self._trusted
+
+    @property
+    def _trusted(self) -> frozenset[str]:
+        """The configured roots' origins, worked out once per configuration (asked on every request)."""
+        if self._trusted_for is not self.config:
+            self._trusted_cache, self._trusted_for = self.config.trusted_origins, self.config
+        return self._trusted_cache
 
     def with_root_query(self, url: str) -> str:
         """``url`` with the query string of the root it lies under (``?key=...``), if that root has one."""
@@ -267,12 +278,31 @@ class DicomWebClient:
         except orjson.JSONDecodeError as exc:
             raise MalformedResponseError(f"{self.name}: {redact_url(url)} did not answer JSON: {exc}") from None
 
+    def lane_headers(self, url: str) -> dict[str, str] | None:
+        """The headers of a GET sent without the session (on the gateway's event loop, :mod:`.aio`),
+        or None when only the session may send it: another origin, or a token to fetch first."""
+        if not self.is_trusted(url):
+            return None
+        ready, value = self.auth.header_at_hand()
+        if not ready:
+            return None
+        if self._lane_for is not self.config:
+            base = dict(self.config.headers)
+            base["Accept-Encoding"] = self.config.accept_encoding
+            self._lane_base, self._lane_for = base, self.config
+        headers = dict(self._lane_base)
+        if value:
+            headers["Authorization"] = value
+        return headers
+
     def get_parts(self, url: str, accept: str) -> list[multipart.Part]:
         response = self.request("GET", url, accept=accept)
-        body = response.content
-        if body[:2] == b"\x1f\x8b" and not response.headers.get("Content-Type", "").startswith("multipart/"):
+        return self.parts_of(response.content, response.headers.get("Content-Type") or "", url)
+
+    def parts_of(self, body: bytes, content_type: str, url: str) -> list[multipart.Part]:
+        """The parts of a read answer (one part for a single-part one, gunzipped when bare gzip)."""
+        if body[:2] == b"\x1f\x8b" and not content_type.startswith("multipart/"):
             body = self._gunzip(body, url)
-        content_type = response.headers.get("Content-Type") or ""
         if not content_type.lower().startswith("multipart/"):
             return [multipart.Part({"content-type": content_type}, body)]  # a single-part answer
         return multipart.parse(body, content_type, error=MalformedResponseError)

@@ -68,6 +68,7 @@ class DicomWebSource(MetadataRetrieve, Source):
         self._load_errors: dict[tuple[str, str], DataSourcesError] = {}
         self._executor: ThreadPoolExecutor | None = None
         self.static_list = StaticList(self.client, self.name)
+        self._lane: Any = None
 
     def __repr__(self) -> str:
         return f"DicomWebSource({self.name!r}, wadoRoot={self.config.wado_root!r}, auth={self.config.auth!r})"
@@ -86,8 +87,10 @@ class DicomWebSource(MetadataRetrieve, Source):
         return self.client.session
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session and the event loop lane's idle connections."""
         self.client.close()
+        if self._lane is not None:
+            self._lane.close()
 
     def get_config(self) -> dict[str, Any]:
         """The configuration with credentials redacted (``DicomWebConfig.public``)."""
@@ -215,10 +218,9 @@ class DicomWebSource(MetadataRetrieve, Source):
             return f"multipart/related; type={q}application/octet-stream{q}; transfer-syntax={q}{ts}{q}"
         return f"multipart/related; type={q}application/octet-stream{q}; transfer-syntax=*"
 
-    def frames(
-        self, study_uid: str, series_uid: str, sop_uid: str, frame_numbers: Sequence[int] | int = 1
-    ) -> list[bytes]:
-        """Frames (numbered from 1) of an instance, as the server sends them (WADO-RS)."""
+    def _frames_url(
+        self, study_uid: str, series_uid: str, sop_uid: str, frame_numbers: Sequence[int] | int
+    ) -> tuple[list[int], str]:
         numbers = [frame_numbers] if isinstance(frame_numbers, int) else list(frame_numbers)
         if not numbers or any(not isinstance(n, int) or n < 1 for n in numbers):
             raise InvalidQueryError(f"frame numbers count from 1: {frame_numbers!r}")
@@ -226,6 +228,56 @@ class DicomWebSource(MetadataRetrieve, Source):
             f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
             f"/frames/{','.join(map(str, numbers))}"
         )
+        return numbers, url
+
+    def _frames_of(self, parts: list[Any], numbers: list[int]) -> list[bytes]:
+        if len(parts) != len(numbers):
+            from datasources.errors import MalformedResponseError
+
+            raise MalformedResponseError(f"{self.name}: asked for {len(numbers)} frames, the answer holds {len(parts)}")
+        return [p.frame() for p in parts]  # each labelled with the transfer syntax its part names
+
+    async def frames_async(
+        self, study_uid: str, series_uid: str, sop_uid: str, frame_numbers: Sequence[int] | int = 1
+    ) -> list[bytes] | None:
+        """:meth:`frames` on the gateway's event loop (:mod:`.aio`); None: call :meth:`frames` in a thread."""
+        numbers, url = self._frames_url(study_uid, series_uid, sop_uid, frame_numbers)
+        lane = self.lane
+        if lane is None:
+            return None
+        url = self.client.with_root_query(url)
+        from .aio import Fallback
+
+        try:
+            _, headers, body = await lane.get(url, self._accept("image"))
+        except Fallback as why:
+            log.debug("%s: frames through the session (%s)", self.name, why)
+            return None
+        return self._frames_of(self.client.parts_of(body, headers.get("content-type", ""), url), numbers)
+
+    @property
+    def lane(self) -> Any:
+        """The :class:`~.aio.AsyncLane` of this source (None without h11, the gateway's HTTP parser)."""
+        if self._lane is None:
+            try:
+                import h11  # noqa: F401 - installed with the gateway (uvicorn)
+            except ImportError:
+                return None
+            from .aio import AsyncLane
+
+            c = self.config
+            self._lane = AsyncLane(
+                name=self.name, headers=self.client.lane_headers, timeout=c.timeout, deadline=c.deadline,
+                verify=c.verify, max_decompressed_bytes=c.max_decompressed_bytes,
+                max_connections=max(4, c.max_workers * 2),
+            )  # fmt: skip
+        return self._lane
+
+    def frames(
+        self, study_uid: str, series_uid: str, sop_uid: str, frame_numbers: Sequence[int] | int = 1
+    ) -> list[bytes]:
+        """Frames (numbered from 1) of an instance, as the server sends them (WADO-RS)."""
+        numbers, url = self._frames_url(study_uid, series_uid, sop_uid, frame_numbers)
         try:
             parts = self.client.get_parts(url, self._accept("image"))
         except HTTPError as exc:
@@ -235,11 +287,7 @@ class DicomWebSource(MetadataRetrieve, Source):
                     f"{self.name}: no frames {numbers} of instance {sop_uid} (HTTP {exc.status})"
                 ) from None
             raise
-        if len(parts) != len(numbers):
-            from datasources.errors import MalformedResponseError
-
-            raise MalformedResponseError(f"{self.name}: asked for {len(numbers)} frames, the answer holds {len(parts)}")
-        return [p.frame() for p in parts]  # each labelled with the transfer syntax its part names
+        return self._frames_of(parts, numbers)
 
     def bulk_data_uri(
         self, uri: str | Mapping[str, Any], *, study_instance_uid: str | None = None,

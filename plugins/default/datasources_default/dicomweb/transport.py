@@ -87,11 +87,18 @@ class CappedRetry(Retry):
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
-def inflate(decoder: Any, data: bytes, out: bytearray, limit: int, url: str, name: str) -> None:
-    """Inflate ``data`` into ``out``, never holding more than ``limit`` bytes of output."""
+def inflate(
+    decoder: Any, data: bytes, out: bytearray, limit: int, url: str, name: str, over: Exception | None = None
+) -> None:
+    """Inflate ``data`` into ``out``, never holding more than ``limit`` bytes of output.
+
+    Past the limit: ``over`` when given (the event loop's share, not the configured bound), else
+    the error that names ``maxDecompressedBytes``."""
     while data and not decoder.eof:
         out += decoder.decompress(data, limit - len(out) + 1)
         if len(out) > limit:
+            if over is not None:
+                raise over
             raise MalformedResponseError(
                 f"{name}: {redact_url(url)}: the compressed answer inflates past {limit} bytes "
                 "(requestOptions.maxDecompressedBytes)"
