@@ -7,7 +7,7 @@ holds a lock of the run from its setup to its teardown: shared for ordinary test
 those marked ``exclusive``. A turnstile lock in front gives the exclusive one priority: once it
 waits, no new test starts on the other worker, and the test under way there finishes first.
 
-The locks are ``flock`` files named after the run (``PYTEST_XDIST_TESTRUNUID``), in a folder of
+The locks are ``flock`` files named after the run (xdist's ``testrunuid``), in a folder of
 ours alone under the temp dir; without xdist (one process) nothing is locked.
 
 Loaded by ``tests/conftest.py`` (``pytest_plugins``).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,8 +79,11 @@ _LOCK: RunLock | None = None
 def pytest_configure(config: pytest.Config) -> None:
     global _LOCK
     config.addinivalue_line("markers", MARKER)
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if os.environ.get("PYTEST_XDIST_WORKER") and run_id:
+    # this process is an xdist worker (a pytest that a test starts inherits PYTEST_XDIST_* variables
+    # but is none: it must not wait on the lock its parent test holds)
+    worker_input = getattr(config, "workerinput", None)
+    run_id = worker_input.get("testrunuid") if worker_input else None
+    if run_id:
         folder = _private_cache_dir()
         if folder is None:
             raise pytest.UsageError("tests/support/exclusive.py: no private temp folder for the run's lock")
