@@ -39,6 +39,7 @@ class RunLock:
         self.paths = (folder / f"run-{safe}.turnstile", folder / f"run-{safe}.lock")
         self._turnstile: IO[bytes] = open(self.paths[0], "ab")  # noqa: SIM115 - held for the run
         self._main: IO[bytes] = open(self.paths[1], "ab")  # noqa: SIM115
+        self.holds_exclusive = False
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
@@ -52,17 +53,27 @@ class RunLock:
         finally:
             fcntl.flock(self._main, fcntl.LOCK_UN)
 
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def acquire_exclusive(self) -> None:
         fcntl.flock(self._turnstile, fcntl.LOCK_EX)
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._main, fcntl.LOCK_UN)
-        finally:
+        except BaseException:
             fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+            raise
+        self.holds_exclusive = True
+
+    def release_exclusive(self) -> None:
+        self.holds_exclusive = False
+        fcntl.flock(self._main, fcntl.LOCK_UN)
+        fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self.acquire_exclusive()
+        try:
+            yield
+        finally:
+            self.release_exclusive()
 
     def close(self) -> None:
         """Close, and remove the files (a worker still running keeps its open ones: it is done locking
@@ -97,10 +108,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _LOCK = None
 
 
+def _exclusive(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("exclusive") is not None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Shared for one test at a time (so a waiting exclusive test gets in between two of them);
+    exclusive held on through consecutive exclusive tests (one wait for the other worker, not one
+    each)."""
     if _LOCK is None:
         yield
         return
-    with _LOCK.exclusive() if item.get_closest_marker("exclusive") else _LOCK.shared():
+    if not _exclusive(item):
+        with _LOCK.shared():
+            yield
+        return
+    if not _LOCK.holds_exclusive:
+        _LOCK.acquire_exclusive()
+    try:
         yield
+    finally:
+        if not _exclusive(nextitem):
+            _LOCK.release_exclusive()
