@@ -155,7 +155,8 @@ class AsyncLane:
         host = parts.netloc.rpartition("@")[2]
         sent = [("Host", host), ("User-Agent", _USER_AGENT), ("Accept", accept), *headers.items()]
         origin = self._origin(key)
-        log.debug("GET %s", redact_url(url))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("GET %s", redact_url(url))
         budget = min(self.timeout, self.deadline)
         ends = time.monotonic() + budget
         async with origin.slots:
