@@ -50,6 +50,7 @@ def test_aliases_and_merge_keys_within_the_budget_still_work(tmp_path: Path) -> 
     assert second.configuration == {"friendlyName": "shared", "bundled": "sample"}
 
 
+@pytest.mark.exclusive
 def test_an_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
     good = _write(tmp_path, "good.yaml", GOOD)
     bomb = _write(tmp_path, "bomb.yaml", _bomb())

@@ -94,6 +94,7 @@ def test_truncated_bodies(fault_server: FaultServer) -> None:
         ds.retrieve.frames("1", "2", "3", 1)
 
 
+@pytest.mark.exclusive
 def test_a_hanging_server_times_out(fault_server: FaultServer) -> None:
     fault_server.script("/dicom-web/studies", Reply(hang=True))
     _, ds = source(fault_server.url, timeout=0.5, retries=0)
@@ -216,6 +217,7 @@ def test_a_redirect_elsewhere_carries_no_credentials(fault_server: FaultServer) 
         assert "Authorization" not in followed and "X-Api-Key" not in followed
 
 
+@pytest.mark.exclusive
 def test_a_huge_retry_after_is_capped(fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from datasources_default.dicomweb import client
 

@@ -32,6 +32,7 @@ def source(root: str, **options: Any) -> Any:
     return host.get_data_source("s")
 
 
+@pytest.mark.exclusive
 def test_a_backend_dripping_a_byte_a_second_is_cut_off_at_the_deadline(fault_server: FaultServer) -> None:
     body = orjson.dumps([ROW] * 20)
     fault_server.script("/dicom-web/studies", Reply(200, body, JSON, drip=0.5))
@@ -77,6 +78,7 @@ def test_gzip_bodies_inflate_only_up_to_the_limit(fault_server: FaultServer) -> 
         source(f"{fault_server.url}/dicom-web").query.studies.search()
 
 
+@pytest.mark.exclusive
 def test_retry_after_is_never_waited_past_the_deadline(fault_server: FaultServer) -> None:
     fault_server.script("/dicom-web/studies", Reply(503, headers={"Retry-After": "30"}), Reply.json([ROW]))
     ds = source(f"{fault_server.url}/dicom-web", deadline=3)

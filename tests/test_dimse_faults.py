@@ -134,6 +134,7 @@ def test_wrong_called_ae_is_rejected_by_dcmqrscp(dcmqrscp_pacs: Any, tmp_path: P
         host.active_data_source.query.studies.search()
 
 
+@pytest.mark.exclusive
 def test_cfind_that_never_answers_times_out_and_the_pool_recovers(scripted: ScriptedPacs, tmp_path: Path) -> None:
     host = dimse_host(scripted.source_config(timeouts={"dimse": 0.5}, cache=str(tmp_path)))
     ds = host.active_data_source

@@ -130,6 +130,7 @@ def test_the_configurations_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert {"method", "path", "status", "bytes", "duration_ms", "source", "cache", "pid"} <= set(line)
 
 
+@pytest.mark.exclusive
 def test_one_machine_several_workers(site: tuple[Path, dict[int, int]], orthanc_dataset: Any) -> None:
     cwd, ports = site
     command = localize(block("bash", "--workers 4"), ports).replace("a long random string", TOKEN)
@@ -146,6 +147,7 @@ def test_one_machine_several_workers(site: tuple[Path, dict[int, int]], orthanc_
         assert keep_alive_p50(f"{base}/healthz") < 0.03  # no 40 ms Nagle stall on kept-alive connections
 
 
+@pytest.mark.exclusive
 def test_gunicorn_with_uvicorn_workers_shares_metrics(site: tuple[Path, dict[int, int]]) -> None:
     cwd, ports = site
     port = ports[8080]
@@ -173,6 +175,7 @@ def test_gunicorn_with_uvicorn_workers_shares_metrics(site: tuple[Path, dict[int
         assert keep_alive_p50(f"{base}/healthz") < 0.03  # gunicorn sets TCP_NODELAY
 
 
+@pytest.mark.exclusive
 def test_uvicorn_alone(site: tuple[Path, dict[int, int]]) -> None:
     cwd, ports = site
     port = ports[8080]

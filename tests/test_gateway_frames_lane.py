@@ -138,6 +138,7 @@ def test_a_token_to_fetch_or_a_401_goes_through_the_full_client(backend: FaultSe
     assert backend.requests_to(frame_path(1))[1].headers["Authorization"] == "Bearer second-T0ken"
 
 
+@pytest.mark.exclusive
 def test_a_stalled_backend_is_a_504_within_the_timeout_and_is_not_asked_again(backend: FaultServer) -> None:
     backend.script(frame_path(1), Reply(hang=True))
     with served(create_app(gateway_host(backend.url, timeout=0.5))) as gw:

@@ -49,6 +49,7 @@ def bomb(n: int, content: bytes = b"x" * 64) -> tuple[bytes, dict[str, str]]:
 # -- multipart --------------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive
 def test_parse_is_linear_in_the_number_of_parts() -> None:
     def seconds(n: int) -> float:
         body, headers = bomb(n)
@@ -75,6 +76,7 @@ def test_parse_bounds_parts_and_headers() -> None:
         mp.parse(huge, headers["Content-Type"])
 
 
+@pytest.mark.exclusive
 def test_stow_bomb_is_linear_and_a_concurrent_search_answers(tmp_path: Path) -> None:
     app = create_app(writable(tmp_path), stow_spool_bytes=64 << 10)  # the bombs go through a temporary file
     with served(app) as server:

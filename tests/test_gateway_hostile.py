@@ -86,6 +86,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield running
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("case", CASES)
 def test_a_search_answers_while_a_hostile_request_runs(gateway: Any, case: str) -> None:
     url = gateway.url

@@ -250,6 +250,7 @@ def test_load_through_one_and_two_workers_has_no_errors(tmp_path: Path, orthanc_
         assert result.requests >= 8 and set(result.by_kind) == {"qido", "metadata", "frames"}
 
 
+@pytest.mark.exclusive
 def test_the_listening_socket_is_tcp_with_nodelay_so_keep_alive_answers_do_not_wait(tmp_path: Path) -> None:
     sock = _listen("127.0.0.1", 0)
     try:

@@ -71,6 +71,7 @@ def _ratio(records: list[dict[str, Any]], key: str, pattern: str, repeat: int = 
     return best[1] / best[0]
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("pattern", WORST)
 def test_worst_patterns_cost_a_bounded_ratio_of_an_equality_match(pattern: str) -> None:
     for length, count in ((64, 3000), (4096, 300)):
@@ -85,6 +86,7 @@ def test_worst_patterns_cost_a_bounded_ratio_of_an_equality_match(pattern: str) 
             assert ratio < 20 * len(pattern), (length, key, pattern, ratio)
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("pattern", ["*1?1?1?1?1?1?1?1?1?x*", "*?" * 10, "*1" * 11 + "*x"])
 def test_cost_grows_linearly_with_the_value(pattern: str) -> None:
     short, long = _records(50, 2048), _records(50, 8192)
@@ -112,6 +114,7 @@ def test_the_matcher_agrees_with_a_regular_expression_on_small_cases() -> None:
         assert matches({"StudyDescription": value}, query) is expected, (pattern, value)
 
 
+@pytest.mark.exclusive
 def test_a_concurrent_search_is_not_starved_by_a_hostile_one() -> None:
     hostile_records = _records(200, 4096)
     hostile = [parse_search("study", {"AccessionNumber": p}) for p in WORST]

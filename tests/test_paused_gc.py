@@ -7,6 +7,7 @@ import threading
 import weakref
 
 import orjson
+import pytest
 from datasources.naturalize import naturalize_many, paused_gc
 
 
@@ -104,6 +105,7 @@ def test_naturalize_many_hands_back_each_datasets_bulk_references() -> None:
     assert out[0]["PixelData"] is refs[0][0]
 
 
+@pytest.mark.exclusive
 def test_release_later_frees_in_its_own_thread_and_soon() -> None:
     import time
 

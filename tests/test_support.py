@@ -189,6 +189,33 @@ def test_missing_orthanc_skips_or_fails_as_configured(monkeypatch: pytest.Monkey
         orthanc_fixtures._require_orthanc()
 
 
+def test_an_orthanc_test_skipped_in_ci_fails_the_run_under_xdist_too(tmp_path: Path) -> None:
+    """Under ``DATASOURCES_REQUIRE_ORTHANC=1`` (``.ci/run``) a skip that slipped past the fixtures
+    still fails the run: the exit status, not only a line, and with the workers of pytest-xdist."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["support.orthanc_fixtures"]\n')
+    (tmp_path / "test_one.py").write_text(
+        "import pytest\n\n@pytest.mark.orthanc\ndef test_skipped():\n    pytest.skip('no server here')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DATASOURCES_REQUIRE"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)]
+
+    def run(*extra: str, **more_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, *extra], cwd=tmp_path, env={**env, **more_env}, capture_output=True, text=True, timeout=120
+        )
+
+    required = run("-n", "1", DATASOURCES_REQUIRE_ORTHANC="1")  # a controller and a worker, as in CI
+    assert required.returncode == 1, required.stdout[-2000:]
+    assert "ERROR: 1 Orthanc tests were skipped" in required.stdout
+    alone = run("-n", "0")
+    assert alone.returncode == 0 and "1 skipped" in alone.stdout, alone.stdout[-2000:]
+
+
 # -- fault server --------------------------------------------------------------------------------
 
 

@@ -150,6 +150,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.orthanc)
 
 
+#: Orthanc tests skipped although ``DATASOURCES_REQUIRE_ORTHANC=1`` (under xdist the controller sees
+#: every worker's reports, so its count is the run's).
+_SKIPPED_REQUIRED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    required = os.environ.get(REQUIRE_ENV) == "1"
+    if required and report.skipped and not hasattr(report, "wasxfail") and "orthanc" in report.keywords:
+        _SKIPPED_REQUIRED.append(report.nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped Orthanc test is a failure: the run's exit status says so too."""
+    if _SKIPPED_REQUIRED and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """In CI a skipped Orthanc test is a failure: say so loudly at the end."""
     if os.environ.get(REQUIRE_ENV) != "1":
