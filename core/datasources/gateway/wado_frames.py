@@ -69,8 +69,9 @@ async def frames(request: Request) -> Response:
     numbers = _frame_numbers(request.path_params["frames"])
     header = request.headers.get("accept")
     fetched = await source_frames_async(data_source, study, series, sop, numbers)
-    if fetched is not None and label_of(fetched[0]) is not None:
-        chosen = _choose(header, label_of(fetched[0]), len(fetched))
+    ts = label_of(fetched[0]) if fetched is not None else None
+    if fetched is not None and ts is not None:
+        chosen = _choose(header, ts, len(fetched))
         if not chosen.transcode:  # the common case, all on the event loop
             return _frames_answer(chosen, fetched)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import ssl
 import time
 import zlib
@@ -24,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11  # installed with the source (the gateway's uvicorn has it too)
 from datasources.errors import BackendTimeoutError, MalformedResponseError, redact_url
 
 from .transport import inflate
@@ -101,8 +104,6 @@ class AsyncLane:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             elif isinstance(self.verify, str):
-                import os
-
                 path = self.verify
                 context = ssl.create_default_context(
                     cafile=None if os.path.isdir(path) else path, capath=path if os.path.isdir(path) else None
@@ -123,10 +124,6 @@ class AsyncLane:
         return origin
 
     async def _open(self, key: tuple[str, str, int]) -> _Conn:
-        import socket
-
-        import h11
-
         scheme, host, port = key
         context = self._ssl_context() if scheme == "https" else None
         reader, writer = await asyncio.open_connection(
@@ -188,7 +185,6 @@ class AsyncLane:
     async def _exchange(
         self, conn: _Conn, origin: _Origin, target: str, headers: list[tuple[str, str]], url: str
     ) -> tuple[int, dict[str, str], bytes]:
-        import h11
 
         c = conn.h11
         conn.writer.write(
@@ -239,7 +235,6 @@ class AsyncLane:
         return status, answer, bytes(out)
 
     async def _next(self, conn: _Conn) -> Any:
-        import h11
 
         while True:
             event = conn.h11.next_event()

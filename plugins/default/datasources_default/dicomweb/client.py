@@ -91,10 +91,8 @@ class DicomWebClient:
         self.auth = SessionAuth(config.auth, self.is_trusted, forward=config.forward_authorization)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
-        self._trusted_for: DicomWebConfig | None = None
-        self._trusted_cache: frozenset[str] = frozenset()
-        self._lane_for: DicomWebConfig | None = None
-        self._lane_base: dict[str, str] = {}
+        self._trusted = config.trusted_origins  # asked on every request: worked out once
+        self._accept_encoding = config.accept_encoding
 
     def __repr__(self) -> str:
         return f"DicomWebClient({self.name!r}, {self.auth!r})"
@@ -124,7 +122,7 @@ class DicomWebClient:
                     session.mount("https://", adapter)
                     session.headers.update(self.config.headers)
                     # gzip/deflate: what read_body inflates, bounded; identity from a backend on loopback
-                    session.headers["Accept-Encoding"] = self.config.accept_encoding
+                    session.headers["Accept-Encoding"] = self._accept_encoding
                     session.auth = self.auth
                     session.verify = self.config.verify
                     session.trust_env = False  # no proxy or netrc credentials picked up behind our back
@@ -140,13 +138,6 @@ class DicomWebClient:
 
     def is_trusted(self, url: str) -> bool:
         return _origin(url) in self._trusted
-
-    @property
-    def _trusted(self) -> frozenset[str]:
-        """The configured roots' origins, worked out once per configuration (asked on every request)."""
-        if self._trusted_for is not self.config:
-            self._trusted_cache, self._trusted_for = self.config.trusted_origins, self.config
-        return self._trusted_cache
 
     def with_root_query(self, url: str) -> str:
         """``url`` with the query string of the root it lies under (``?key=...``), if that root has one."""
@@ -286,11 +277,7 @@ class DicomWebClient:
         ready, value = self.auth.header_at_hand()
         if not ready:
             return None
-        if self._lane_for is not self.config:
-            base = dict(self.config.headers)
-            base["Accept-Encoding"] = self.config.accept_encoding
-            self._lane_base, self._lane_for = base, self.config
-        headers = dict(self._lane_base)
+        headers = {**self.config.headers, "Accept-Encoding": self._accept_encoding}
         if value:
             headers["Authorization"] = value
         return headers

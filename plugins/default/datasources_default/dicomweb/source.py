@@ -257,13 +257,12 @@ class DicomWebSource(MetadataRetrieve, Source):
 
     @property
     def lane(self) -> Any:
-        """The :class:`~.aio.AsyncLane` of this source (None without h11, the gateway's HTTP parser)."""
+        """The :class:`~.aio.AsyncLane` of this source (None if h11, a dependency, is missing)."""
         if self._lane is None:
             try:
-                import h11  # noqa: F401 - installed with the gateway (uvicorn)
+                from .aio import AsyncLane  # h11 inside
             except ImportError:
                 return None
-            from .aio import AsyncLane
 
             c = self.config
             self._lane = AsyncLane(
