@@ -184,6 +184,33 @@ def test_a_large_answer_is_read_by_the_full_client_off_the_event_loop(backend: F
     assert agents(backend, 1) == agents(backend, 2) == [LANE, "python-requests"]
 
 
+def test_https_with_the_configured_ca_and_a_refused_certificate(tmp_path: Any) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with FaultServer(ssl_context=context) as backend:
+        backend.script(frame_path(1), frame_reply(1))
+        with served(create_app(gateway_host(backend.url, verify=str(cert)))) as gw:
+            trusted = [get_frame(gw.url, 1) for _ in range(3)]
+        with served(create_app(gateway_host(backend.url))) as gw:  # the system's CAs: not this certificate
+            refused = get_frame(gw.url, 1)
+    assert [a.status_code for a in trusted] == [200] * 3
+    assert mp.parse(trusted[0].content, trusted[0].headers["Content-Type"])[0].content == b"\x01" * 64
+    sent = backend.requests_to(frame_path(1))
+    assert [r.headers["User-Agent"] for r in sent] == [LANE] * 3 and len({r.peer for r in sent}) == 1
+    assert refused.status_code == 502 and refused.json()["type"] == "ConnectionFailedError"  # from the full client
+    assert len(sent) == 3  # no certificate check passed: nothing was asked
+
+
 def test_credentials_and_headers_go_with_the_lane_and_into_no_log_line(
     backend: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:

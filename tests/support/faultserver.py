@@ -14,7 +14,8 @@ case-insensitive headers, body, arrival time) so tests can assert what a client 
 
 Path keys: an exact path first, then keys with ``*``/``?`` (fnmatch, in the order scripted),
 ``"*"`` matches everything. Unscripted paths get 404 ``no reply scripted``. ``idle_timeout``
-closes a kept-alive connection that long idle, silently (as Orthanc's ``Keep-Alive: timeout=1``).
+closes a kept-alive connection that long idle, silently (as Orthanc's ``Keep-Alive: timeout=1``);
+``ssl_context`` (a server one) makes it an https server.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Recorded:
 class FaultServer:
     """A ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread; a context manager."""
 
-    def __init__(self, idle_timeout: float | None = None) -> None:
+    def __init__(self, idle_timeout: float | None = None, ssl_context: Any = None) -> None:
         self.replies: dict[str, list[Reply]] = {}
         self.requests: list[Recorded] = []
         self.default = Reply(404, b"no reply scripted")
@@ -185,8 +186,10 @@ class FaultServer:
 
         self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if ssl_context is not None:  # https: the listening socket wrapped, each connection a TLS one
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
         self.port = int(self._server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ssl_context is not None else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fault-server", daemon=True
         )  # a short poll interval: stop() returns at once instead of after up to 0.5 s
