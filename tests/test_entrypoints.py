@@ -93,13 +93,18 @@ def test_the_current_directory_and_the_entry_script_do_not_invalidate_the_cache(
     assert path.stat().st_mtime_ns == written  # never rewritten: no rescan happened
 
 
-def test_two_settings_of_the_path_used_in_turn_keep_their_own_caches(tmp_path: Path) -> None:
-    """A benchmark's two cases, or the CLI and a test run: each ``sys.path`` keeps its own answer."""
-    cache = tmp_path / "cache"
+def two_paths(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A cache folder and two ``sys.path`` folders, each holding one fake distribution."""
     one, two = tmp_path / "one", tmp_path / "two"
     for root, name in ((one, "fakeone"), (two, "faketwo")):
         root.mkdir()
         install_fake(root, name, "1.0")
+    return tmp_path / "cache", one, two
+
+
+def test_two_settings_of_the_path_used_in_turn_keep_their_own_caches(tmp_path: Path) -> None:
+    """A benchmark's two cases, or the CLI and a test run: each ``sys.path`` keeps its own answer."""
+    cache, one, two = two_paths(tmp_path)
     assert ["fakeone", "1.0"] in listed(one, cache)
     assert ["faketwo", "1.0"] in listed(two, cache)
     files = sorted((cache / "datasources").glob("entry-points-*.tsv"))
@@ -113,11 +118,7 @@ def test_two_settings_of_the_path_used_in_turn_keep_their_own_caches(tmp_path: P
 
 
 def test_cache_files_of_paths_unused_for_a_month_are_removed_by_the_next_scan(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    one, two = tmp_path / "one", tmp_path / "two"
-    for root, name in ((one, "fakeone"), (two, "faketwo")):
-        root.mkdir()
-        install_fake(root, name, "1.0")
+    cache, one, two = two_paths(tmp_path)
     listed(one, cache)
     (old,) = (cache / "datasources").glob("entry-points-*.tsv")
     month_ago = old.stat().st_mtime - 31 * 24 * 3600
