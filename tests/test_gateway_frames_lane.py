@@ -1,6 +1,6 @@
 """Frames from a dicomweb source on the gateway's event loop (dicomweb/aio.py), and every way out of it.
 
-The gateway awaits ``retrieve.frames_async``: one h11 GET over a kept-alive connection, no thread
+The gateway awaits ``retrieve.frames_async``: one GET (httptools) over a kept-alive connection, no thread
 hop. It only takes the plain case; a redirect, a 401, a 5xx, a refused connection go to the
 source's full client (its User-Agent is requests'), which retries, refreshes and types errors.
 A real uvicorn serves the gateway; a scripted server on loopback plays the backend, and records
@@ -20,7 +20,7 @@ import pytest
 import requests
 
 pytest.importorskip("starlette")
-pytest.importorskip("h11")
+pytest.importorskip("httptools")
 
 from datasources import Host, IWebApiDataSource, Source, hookimpl
 from datasources import multipart as mp
@@ -279,3 +279,103 @@ def test_a_source_of_ones_own_may_serve_frames_on_the_loop_or_decline() -> None:
     assert [p.content for p in mp.parse(loop.content, loop.headers["Content-Type"])] == [b"\x05" * 8] * 2
     assert [p.content for p in mp.parse(thread.content, thread.headers["Content-Type"])] == [b"\x06" * 8]
     assert impl.called == ["async loop", "async thread", "sync thread"] and impl.initialized == 1
+
+
+class RawBackend:
+    """A backend on a bare socket that answers each request with scripted bytes, written in pieces:
+    what ``http.server`` cannot send (chunks split mid-size, an interim 1xx, a body ended by the
+    close, a broken status line). It records ``(User-Agent, peer)`` of each request."""
+
+    def __init__(self, answer: Any) -> None:
+        import socket
+        import threading
+
+        self.answer = answer  # (user agent) -> list of byte pieces, or None to close
+        self.seen: list[tuple[str, int]] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(conn, peer[1]), daemon=True).start()
+
+    def _connection(self, conn: Any, port: int) -> None:
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                agent = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"user-agent:")), "")  # fmt: skip
+                self.seen.append((agent.split("/")[0], port))
+                pieces = self.answer(agent)
+                for piece in pieces or ():
+                    conn.sendall(piece)
+                    time.sleep(0.005)  # each piece its own segment: the parser resumes mid-answer
+                if pieces is None or pieces[-1] == b"":
+                    return  # close: the end of the answer, or no answer
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def multipart_answer(n: int) -> tuple[bytes, str]:
+    reply = frame_reply(n)
+    return reply.raw_body, reply.headers["Content-Type"]
+
+
+def test_chunked_interim_and_close_delimited_answers_are_read_on_the_loop() -> None:
+    body, content_type = multipart_answer(7)
+    half = len(body) // 2
+    chunked = [
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n",
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode(),
+        f"{half:x}\r\n".encode()[:1], f"{half:x}\r\n".encode()[1:] + body[:half] + b"\r\n",
+        f"{len(body) - half:x}\r\n".encode() + body[half:] + b"\r\n0\r\n\r\n",
+    ]  # fmt: skip
+    until_close = [f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n".encode(),
+                   body[:10], body[10:], b""]  # fmt: skip
+    answers = iter([chunked, chunked, until_close, chunked])
+    raw = RawBackend(lambda agent: next(answers))
+    try:
+        with served(create_app(gateway_host(raw.url))) as gw, requests.Session() as session:
+            got = [get_frame(gw.url, n, session) for n in (1, 2, 3, 4)]
+    finally:
+        raw.close()
+    for answer in got:
+        assert answer.status_code == 200
+        (part,) = mp.parse(answer.content, answer.headers["Content-Type"])
+        assert part.content == bytes([7]) * 64 and part.transfer_syntax == TS
+    assert [agent for agent, _ in raw.seen] == [LANE] * 4
+    ports = [port for _, port in raw.seen]
+    assert ports[0] == ports[1] == ports[2] != ports[3]  # kept alive until the answer ended by its close
+
+
+def test_a_broken_answer_goes_to_the_full_client() -> None:
+    body, content_type = multipart_answer(3)
+    good = [f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body]
+
+    def answer(agent: str) -> list[bytes]:
+        if agent.startswith(LANE):
+            return [b"HTTP/1.1 2x0 Nearly\r\nContent-Length: 3\r\n\r\nabc", b""]  # llhttp refuses the status line
+        return good
+
+    raw = RawBackend(answer)
+    try:
+        with served(create_app(gateway_host(raw.url))) as gw:
+            got = get_frame(gw.url, 1)
+    finally:
+        raw.close()
+    assert got.status_code == 200 and mp.parse(got.content, got.headers["Content-Type"])[0].content == b"\x03" * 64
+    assert [agent for agent, _ in raw.seen] == [LANE, "python-requests"]

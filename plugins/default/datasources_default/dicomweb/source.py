@@ -257,10 +257,10 @@ class DicomWebSource(MetadataRetrieve, Source):
 
     @property
     def lane(self) -> Any:
-        """The :class:`~.aio.AsyncLane` of this source (None if h11, a dependency, is missing)."""
+        """The :class:`~.aio.AsyncLane` of this source (None if httptools, a dependency, is missing)."""
         if self._lane is None:
             try:
-                from .aio import AsyncLane  # h11 inside
+                from .aio import AsyncLane  # httptools inside
             except ImportError:
                 return None
 
