@@ -88,3 +88,49 @@ def test_bad_boundaries_and_contents_are_refused_typed() -> None:
         multipart.build([(b"a\r\n--b\r\n", "application/dicom")], "b")
     with pytest.raises(DataSourcesError):
         multipart.build([("text", "application/dicom")])  # type: ignore[list-item]
+
+
+def _reference_params(text: str) -> dict[str, str]:
+    """The character-by-character reading media_params had before its regular expression: the spec."""
+    params: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t;":
+            i += 1
+        start = i
+        while i < n and text[i] not in "=;":
+            i += 1
+        name = text[start:i].strip().lower()
+        if i >= n or text[i] == ";":
+            if name:
+                params[name] = ""
+            continue
+        i += 1
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] == '"':
+            i += 1
+            chars = []
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                chars.append(text[i])
+                i += 1
+            i += 1
+            value = "".join(chars)
+        else:
+            start = i
+            while i < n and text[i] != ";":
+                i += 1
+            value = text[start:i].strip()
+        if name:
+            params[name] = value
+    return params
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.text(alphabet=' \t;="\\aB-/.*\n', max_size=40))
+def test_media_params_reads_every_text_as_the_reference_does(text: str) -> None:
+    assert multipart.media_params(text) == _reference_params(text)
+    full = f'multipart/related; type="application/octet-stream; transfer-syntax=1.2"; boundary={text}'
+    assert multipart.split_media_type(full)[1] == _reference_params(full.partition(";")[2])

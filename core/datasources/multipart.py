@@ -63,41 +63,29 @@ def split_media_type(value: str) -> tuple[str, dict[str, str]]:
 
 
 def media_params(text: str) -> dict[str, str]:
-    """Parameters of a media type (``a=b; c="d;e"``), names lower-cased, quotes removed."""
+    """Parameters of a media type (``a=b; c="d;e"``), names lower-cased, quotes removed.
+
+    One regular expression over the text (each answer's boundary is new, so there is nothing
+    to remember between calls); linear in the text."""
     params: dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n:
-        while i < n and text[i] in " \t;":
-            i += 1
-        start = i
-        while i < n and text[i] not in "=;":
-            i += 1
-        name = text[start:i].strip().lower()
-        if i >= n or text[i] == ";":
-            if name:
-                params[name] = ""
+    for match in _PARAM.finditer(text):
+        name, has_value, quoted, plain = match.groups()
+        name = name.strip().lower()
+        if not name:
             continue
-        i += 1  # '='
-        while i < n and text[i] in " \t":
-            i += 1
-        if i < n and text[i] == '"':
-            i += 1
-            chars = []
-            while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n:
-                    i += 1
-                chars.append(text[i])
-                i += 1
-            i += 1
-            value = "".join(chars)
+        if has_value is None:
+            params[name] = ""
+        elif quoted is not None:
+            params[name] = _ESCAPED.sub(r"\1", quoted) if "\\" in quoted else quoted
         else:
-            start = i
-            while i < n and text[i] != ";":
-                i += 1
-            value = text[start:i].strip()
-        if name:
-            params[name] = value
+            params[name] = plain.strip()
     return params
+
+
+# a parameter: separators, a name up to '=' or ';', then a quoted string (backslash escapes, the
+# closing quote optional at the end) or plain text up to ';'
+_PARAM = re.compile(r'[ \t;]*([^=;]*)(=[ \t]*(?:"((?:[^"\\]|\\.|\\$)*)"?|([^;]*)))?', re.DOTALL)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 
 
 def new_boundary() -> str:

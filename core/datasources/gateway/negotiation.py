@@ -15,6 +15,7 @@ transfer syntax *S*:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,7 +150,21 @@ def _items(header: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def negotiate(header: str | None, stored: str | None, count: int, *, can_transcode: bool = False) -> Choice:
-    """The :class:`Choice` for ``count`` frames stored as ``stored`` (None: unknown, sent as is)."""
+    """The :class:`Choice` for ``count`` frames stored as ``stored`` (None: unknown, sent as is).
+
+    A viewer sends the same ``Accept`` for every frame: the choice for a header of ordinary
+    length is worked out once (a :class:`Choice` is never changed once made)."""
+    if header is not None and len(header) <= 512:
+        return _negotiate_cached(header, stored, count == 1, can_transcode)
+    return _negotiate(header, stored, count, can_transcode)
+
+
+@functools.lru_cache(maxsize=256)
+def _negotiate_cached(header: str, stored: str | None, single: bool, can_transcode: bool) -> Choice:
+    return _negotiate(header, stored, 1 if single else 2, can_transcode)
+
+
+def _negotiate(header: str | None, stored: str | None, count: int, can_transcode: bool) -> Choice:
     media = media_type_of(stored)
     native = stored is None or stored in NATIVE
     label = EXPLICIT_LE if stored in NATIVE else stored
