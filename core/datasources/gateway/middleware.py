@@ -178,9 +178,9 @@ def middleware_stack(
             )
         )
     if gzip:
-        from starlette.middleware.gzip import GZipMiddleware
+        from .compression import GZip
 
-        middleware.append(Middleware(GZipMiddleware, minimum_size=4096, compresslevel=1))
+        middleware.append(Middleware(GZip, minimum_size=4096, level=1))
     if token is not None:
         extra = frozenset(also_public)
         public = (lambda path: public_path(path) or path in extra) if extra else public_path
