@@ -64,24 +64,38 @@ def _instruments() -> dict[str, Any]:
     return _metrics
 
 
+_MAX_CHILDREN = 4096
+
+
 class MetricsSink:
     """The sink of :class:`~.observe.Observe` that counts into the Prometheus metrics."""
 
     def __init__(self) -> None:
         self.m = _instruments()
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: str, *labels: str) -> Any:
+        """The labelled child of a metric, looked up once (prometheus_client checks and locks each time)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _MAX_CHILDREN:  # methods and routes come from clients: bounded
+                self._children.clear()
+            child = self._children[key] = self.m[metric].labels(*labels)
+        return child
 
     def __call__(self, record: Record) -> None:
         if record.route == "/metrics":
             return  # scrapes are not traffic
         labels = (record.route, record.source or "")
-        self.m["requests"].labels(*labels, record.method, str(record.status)).inc()
-        self.m["latency"].labels(*labels).observe(record.duration)
-        self.m["bytes"].labels(*labels).inc(record.bytes)
+        self._child("requests", *labels, record.method, str(record.status)).inc()
+        self._child("latency", *labels).observe(record.duration)
+        self._child("bytes", *labels).inc(record.bytes)
         if record.cache:
             hit = record.cache != "miss"
-            self.m["cache"].labels(*labels, record.cache if hit else "", "hit" if hit else "miss").inc()
+            self._child("cache", *labels, record.cache if hit else "", "hit" if hit else "miss").inc()
         if isinstance(record.error, BackendError):
-            self.m["backend_errors"].labels(*labels, type(record.error).__name__).inc()
+            self._child("backend_errors", *labels, type(record.error).__name__).inc()
 
 
 async def metrics_endpoint(request: Request) -> Response:
