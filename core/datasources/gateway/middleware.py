@@ -131,7 +131,7 @@ class ForwardAuthorization:
         self._digest = hashlib.sha256(token.encode("utf-8")).digest() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from ..forwarding import forwarded_authorization
+        from ..forwarding import current_authorization, forwarded_authorization
 
         header = None
         if scope["type"] == "http":
@@ -142,6 +142,9 @@ class ForwardAuthorization:
                 given = hashlib.sha256(credentials.strip().encode("utf-8")).digest()
                 if self._digest is not None and hmac.compare_digest(given, self._digest):
                     header = None  # the gateway's own token stays here
+        if header is None and current_authorization() is None:
+            await self.app(scope, receive, send)  # nothing to forward, nothing forwarded already
+            return
         with forwarded_authorization(header):
             await self.app(scope, receive, send)
 
