@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from support.dimse_fixtures import *  # noqa: F403
 from support.dimse_fixtures import dimse_host
 from support.orthanc import _free_port
 from support.scripted_pacs import ScriptedPacs
+from support.tlscert import self_signed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -281,18 +281,9 @@ def test_two_processes_share_one_cache(scripted: ScriptedPacs, tmp_path: Path) -
 
 
 def test_tls_to_the_pacs(tmp_path: Path) -> None:
-    import ssl
-
     from datasources.errors import ConfigurationError
 
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make the test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)  # fmt: skip
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
+    cert, key, server_context = self_signed(tmp_path)
     datasets = make_study(StudySpec("dimse-tls", n_instances=1))
     with ScriptedPacs(datasets, ssl_context=server_context) as pacs:
         tls = {"ca": str(cert), "cert": str(cert), "key": str(key)}

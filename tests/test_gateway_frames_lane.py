@@ -26,6 +26,7 @@ from datasources import Host, IWebApiDataSource, Source, hookimpl
 from datasources import multipart as mp
 from datasources.gateway import create_app
 from support.faultserver import FaultServer, Reply
+from support.tlscert import self_signed
 from test_gateway_support import served
 
 LANE = "datasources-dicomweb"  # the lane's User-Agent; the session's is python-requests'
@@ -185,18 +186,7 @@ def test_a_large_answer_is_read_by_the_full_client_off_the_event_loop(backend: F
 
 
 def test_https_with_the_configured_ca_and_a_refused_certificate(tmp_path: Any) -> None:
-    import shutil
-    import ssl
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make the test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)  # fmt: skip
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    cert, _key, context = self_signed(tmp_path)
     with FaultServer(ssl_context=context) as backend:
         backend.script(frame_path(1), frame_reply(1))
         with served(create_app(gateway_host(backend.url, verify=str(cert)))) as gw:
