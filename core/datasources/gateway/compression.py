@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 
 from ..multipart import split_media_type
-from ..transfer import BIG_ENDIAN, EXPLICIT_LE, IMPLICIT_LE
+from ..transfer import DEFLATED, NATIVE
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +29,7 @@ __all__ = ["GZip", "accepts_gzip", "gzip_body", "worth_compressing"]
 THREAD_MINIMUM = 128 << 10
 _COMPRESSED = ("image/", "video/", "audio/", "font/woff", "application/gzip", "application/x-gzip",
                "application/zip", "application/grpc", "text/event-stream")  # fmt: skip
-_UNCOMPRESSED_SYNTAXES = frozenset({"*", IMPLICIT_LE, EXPLICIT_LE, BIG_ENDIAN})
+_UNCOMPRESSED_SYNTAXES = (NATIVE - {DEFLATED}) | {"*"}  # "*": whatever the source has, often native
 
 
 def accepts_gzip(header: bytes) -> bool:
