@@ -137,8 +137,10 @@ class _Wire(asyncio.Protocol):
         if status != 200:
             self._stop(Fallback(f"HTTP {status}"))  # the synchronous client asks again, reads it its way
         length = answer.get("content-length")
-        if length is not None and (not length.strip().isdigit() or int(length) > LOOP_MAX_BYTES):
-            self._stop(Fallback("a large answer" if length.strip().isdigit() else "a bad Content-Length"))
+        if length is not None and not length.strip().isdigit():
+            self._stop(Fallback("a bad Content-Length"))
+        if length is not None and int(length) > LOOP_MAX_BYTES:
+            self._stop(Fallback("a large answer"))
         self.until_close = length is None and "chunked" not in answer.get("transfer-encoding", "").lower()
         self.encoding = encoding = answer.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
