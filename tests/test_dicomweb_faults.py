@@ -19,6 +19,7 @@ from datasources.errors import (
     UnsafePathError,
 )
 from support.faultserver import FaultServer, Reply
+from support.ports import free_port
 
 STUDY = "1.2.3"
 ROW = {"0020000D": {"vr": "UI", "Value": [STUDY]}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^J"}]}}
@@ -105,11 +106,8 @@ def test_a_hanging_server_times_out(fault_server: FaultServer) -> None:
 
 
 def test_connection_refused() -> None:
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     _, ds = source(f"http://127.0.0.1:{port}", retries=0)
     with pytest.raises(ConnectionFailedError):
         ds.query.studies.search()

@@ -30,7 +30,7 @@ from datasources_default.dimse.errors import (
 from support.dicomgen import StudySpec, make_study
 from support.dimse_fixtures import *  # noqa: F403
 from support.dimse_fixtures import dimse_host
-from support.orthanc import _free_port
+from support.ports import free_port
 from support.scripted_pacs import ScriptedPacs
 from support.tlscert import self_signed
 
@@ -50,7 +50,7 @@ def _uids(pacs: ScriptedPacs) -> tuple[str, str]:
 
 
 def test_pacs_down_is_a_typed_error_naming_the_peer(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     host = dimse_host({"host": "127.0.0.1", "port": port, "calledAETitle": "NOBODY", "callingAETitle": "ME",
                        "timeouts": {"connect": 2}, "cache": str(tmp_path)})  # fmt: skip
     start = time.monotonic()
@@ -305,7 +305,7 @@ def test_datasources_sources_shows_the_pacs_healthy_or_not(scripted: ScriptedPac
 
     import yaml
 
-    down = _free_port()
+    down = free_port()
     config = tmp_path / "app.yaml"
     config.write_text(
         yaml.safe_dump(

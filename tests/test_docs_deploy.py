@@ -28,6 +28,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
 from datasources import Host
+from support.ports import free_port
 from support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,12 +44,6 @@ def block(language: str, marker: str) -> str:
     found = [b for b in blocks(language) if marker in b]
     assert len(found) == 1, f"{len(found)} {language} blocks with {marker!r} in {DOC.name}"
     return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def localize(text: str, ports: dict[int, int]) -> str:

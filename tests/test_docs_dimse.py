@@ -15,7 +15,8 @@ from typing import Any
 from support.dicomgen import StudySpec, make_study
 from support.dimse_fixtures import _require
 from support.dimse_peers import Dcmqrscp, OrthancDimse, dcmtk_available
-from support.orthanc import _free_port, ensure_installed
+from support.orthanc import ensure_installed
+from support.ports import free_port
 
 DOC = Path(__file__).resolve().parents[1] / "docs/sources/dimse.md"
 LEE = StudySpec("doc-dimse-lee", patient_name="LEE^ANNA^K", patient_id="PAT0001", modality="MR",
@@ -94,7 +95,7 @@ def test_the_orthanc_example_runs_as_written(tmp_path: Path) -> None:
 
 def test_the_dcmtk_example_runs_as_written(tmp_path: Path) -> None:
     _require(dcmtk_available(), "DATASOURCES_REQUIRE_DCMTK", "dcmtk's dcmqrscp is not installed")
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "dcmqrscp-db"
     db.mkdir()
     text = block("text", "AETable BEGIN").replace("11112", str(port)).replace("./dcmqrscp-db", str(db))

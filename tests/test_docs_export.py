@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import orjson
+from support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs/export.md"
@@ -56,9 +57,7 @@ def test_the_tree_served_with_the_static_wado_script_reads_back(tmp_path: Path) 
     script = tmp_path / "serve_static.py"
     script.write_text(next(b for b in blocks("python", REPO / "docs/sources/static-wado.md") if "HTTPServer" in b))
     config = json.loads(blocks("json")[0])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     for key in ("wadoRoot", "qidoRoot"):
         config["configuration"][key] = config["configuration"][key].replace(":8000", f":{port}")
     (tmp_path / "site.json").write_text(json.dumps({"dataSources": [config]}))

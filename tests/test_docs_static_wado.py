@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from support.dicomgen import StudySpec, make_study
+from support.ports import free_port
 from support.statictree import build_static_tree
 
 DOC = Path(__file__).resolve().parents[1] / "docs/sources/static-wado.md"
@@ -34,9 +35,7 @@ def test_the_page_runs_as_written(tmp_path: Path) -> None:
     script.write_text(next(b for b in blocks("python") if "ThreadingHTTPServer" in b))
     config = json.loads(next(b for b in blocks("json") if "staticWado" in b))  # a whole file, as written
     entry = config["dataSources"][0]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     for key in ("wadoRoot", "qidoRoot"):
         entry["configuration"][key] = entry["configuration"][key].replace(":8000", f":{port}")
     (tmp_path / "static.json").write_text(json.dumps(config))

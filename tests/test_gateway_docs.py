@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from support.ports import free_port
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -36,12 +37,6 @@ def block(language: str, marker: str) -> str:
     found = [b for b in blocks(language) if marker in b]
     assert found, f"no {language} block with {marker!r} in {DOC.name}"
     return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(port: int, process: subprocess.Popen[Any]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from datasources.gateway.access_log import JsonFormatter, mask_query
 from datasources.gateway.redis_cache import RedisCache, redacted_url
 from starlette.testclient import TestClient
 from support.faultserver import Reply
+from support.ports import free_port
 from support.redis_server import RedisServer
 
 TOKEN = "prod-S3cret-token-77"
@@ -183,9 +183,7 @@ def test_redis_url_password_is_never_shown() -> None:
 
 
 def test_a_redis_that_does_not_answer_is_no_cache() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     cache = RedisCache(f"redis://127.0.0.1:{port}/0", ttl=30, max_studies=5)
     assert cache.get_metadata("s", "1", None, "r") is None
     assert cache.up is False

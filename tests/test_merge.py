@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import types
@@ -36,6 +35,7 @@ from datasources.errors import (
 from datasources.interface import MEMBERS, IWebApiDataSource
 from datasources.results import SeriesLoadTask
 from datasources_default.merge import TAG, AllMembersFailedError, MergedMapping, MergedResults
+from support.ports import free_port
 
 SAMPLE_DIR = SAMPLE_JSON.parent
 DICOMJSON = "default.dataSourcesModule.dicomjson"
@@ -175,12 +175,6 @@ class Extra:
 @pytest.fixture
 def extra(tmp_path: Path) -> Extra:
     return Extra(tmp_path)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def merge_entry(name: str, members: list[str], default: str | None = None, **conf: Any) -> dict[str, Any]:
@@ -533,7 +527,7 @@ def test_a_failing_member_is_reported_not_fatal(extra: Extra, caplog: pytest.Log
 
 def test_a_dicomweb_member_on_a_closed_port_leaks_no_secret(extra: Extra, caplog: pytest.LogCaptureFixture) -> None:
     secret = "s3cr3t-pa55"
-    root = f"http://127.0.0.1:{closed_port()}/dicom-web"
+    root = f"http://127.0.0.1:{free_port()}/dicom-web"
     h = make_host(
         extra,
         {

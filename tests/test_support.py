@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import itertools
 import socket
 import time
 from pathlib import Path
@@ -295,3 +296,35 @@ def test_fault_server_is_loopback_and_stops() -> None:
         port = server.port
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+# -- ports ---------------------------------------------------------------------------------------
+
+
+def test_ports_for_servers_are_outside_the_ephemeral_range_and_never_repeat() -> None:
+    from support import ports
+
+    low = ports._ephemeral_low()
+    given = [ports.free_port() for _ in range(50)]
+    assert len(set(given)) == 50 and all(ports._FLOOR <= p < low for p in given)
+    with socket.socket() as taken:  # a port someone listens on is skipped
+        taken.bind(("127.0.0.1", given[-1] + 1))
+        taken.listen(1)
+        assert ports.free_port() != given[-1] + 1
+    with socket.socket() as client:  # what bind(0) hands out is never in the range they come from
+        client.bind(("127.0.0.1", 0))
+        assert client.getsockname()[1] >= low
+
+
+def test_each_xdist_worker_draws_ports_from_its_own_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from support import ports
+
+    slices = []
+    for worker in range(4):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{worker}")
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
+        begin, first, stop = ports._slice()
+        assert begin <= first < stop
+        slices.append(range(begin, stop))
+    for one, other in itertools.pairwise(slices):
+        assert one.stop <= other.start  # disjoint, in order

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .orthanc import OrthancServer, _die_with_parent, _free_port, build_shim, ensure_debian_packages
+from .orthanc import OrthancServer, _die_with_parent, build_shim, ensure_debian_packages
+from .ports import free_port
 
 __all__ = ["DCMQRSCP", "Dcmqrscp", "OrthancDimse", "SOURCE_AE", "c_store", "dcmtk_available", "wait_for_port"]
 
@@ -70,9 +71,9 @@ class OrthancDimse(OrthancServer):
                  **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.aet = aet
-        self.dicom_port = _free_port()
+        self.dicom_port = free_port()
         self.source_ae = source_ae
-        self.storage_port = storage_port or _free_port()
+        self.storage_port = storage_port or free_port()
 
     def config(self) -> dict[str, Any]:
         config = super().config()
@@ -120,8 +121,8 @@ class Dcmqrscp:
     def __init__(self, *, aet: str = "DCMQRSCP", source_ae: str = SOURCE_AE, storage_port: int | None = None) -> None:
         self.aet = aet
         self.source_ae = source_ae
-        self.port = _free_port()
-        self.storage_port = storage_port or _free_port()
+        self.port = free_port()
+        self.storage_port = storage_port or free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="dcmqrscp-"))
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import requests
 
+from .ports import free_port
+
 __all__ = [
     "OrthancError",
     "OrthancServer",
@@ -131,12 +133,6 @@ def ensure_installed() -> bool:
         return True
     ensure_debian_packages(["orthanc", "orthanc-dicomweb"])
     return orthanc_available()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _private_cache_dir() -> Path | None:
@@ -242,7 +238,7 @@ class OrthancServer:
         self.die_with_parent = die_with_parent and os.name == "posix"
         self._owned = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix="orthanc-")) if folder is None else Path(folder)
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb_url = f"{self.url}/dicom-web"
         self.name = ""

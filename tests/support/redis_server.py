@@ -20,6 +20,7 @@ import time
 import pytest
 
 from .orthanc import ensure_debian_packages
+from .ports import free_port
 
 __all__ = ["REQUIRE_ENV", "RedisServer", "require_redis"]
 
@@ -39,18 +40,12 @@ def require_redis() -> str:
     return exe
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     """One redis-server process on loopback."""
 
     def __init__(self) -> None:
         self.exe = require_redis()
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
