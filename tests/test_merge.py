@@ -8,6 +8,7 @@ that also record which of their members were called.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -824,6 +825,14 @@ def test_a_pacs_and_a_local_file_merged(orthanc_dataset: Any, tmp_path: Path) ->
     frame = pacs_instances[0]
     (pixels,) = ds.retrieve.frames(spec.study_uid, spec.series_uid(0), frame["SOPInstanceUID"], 1)
     assert pixels == orthanc_dataset.by_sop()[frame["SOPInstanceUID"]].PixelData
+
+    async def on_a_loop() -> tuple[Any, Any]:  # as the gateway awaits them: the member's own lane, or None
+        pacs = await ds.retrieve.frames_async(spec.study_uid, spec.series_uid(0), frame["SOPInstanceUID"], [1])
+        mine = await ds.retrieve.frames_async(spec.study_uid, own_series, own_instance["SOPInstanceUID"], [1])
+        return pacs, mine
+
+    pacs_frames, local_frames = asyncio.run(on_a_loop())
+    assert pacs_frames == [pixels] and local_frames is None  # dicomjson has no frames_async: a thread, then
     with pytest.raises(NotSupportedError) as caught:
         ds.retrieve.frames(spec.study_uid, own_series, own_instance["SOPInstanceUID"], 1)
     assert caught.value.source == "local"

@@ -140,6 +140,16 @@ class Routing:
             raise NotSupportedError("retrieve.frames", name, "this member has no retrieve.frames")
         return member.retrieve.frames(study_uid, series_uid, sop_uid, frame_numbers)
 
+    async def frames_async(self, study_uid: str, series_uid: str, sop_uid: str, frame_numbers: Any = 1) -> Any:
+        """The member's ``retrieve.frames_async`` on the caller's event loop (the gateway's: no thread
+        per frame); None when the member has none, so that :meth:`frames` is called in a thread."""
+        name = self.route(series_uid=series_uid, study_uid=study_uid)  # in memory only: fine on the loop
+        assert name is not None
+        member = self.member(name)
+        if "frames_async" not in member.retrieve:
+            return None
+        return await member.retrieve.frames_async(study_uid, series_uid, sop_uid, frame_numbers)
+
     # -- image ids ---------------------------------------------------------------------------
 
     def get_image_ids_for_instance(self, instance: Mapping[str, Any], frame: int | None = None, **kwargs: Any) -> str:
