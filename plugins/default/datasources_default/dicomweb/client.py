@@ -212,7 +212,8 @@ class DicomWebClient:
         self, method: str, url: str, headers: Mapping[str, Any], data: bytes | None, timeout: float | None,
         deadline: float,
     ) -> requests.Response:  # fmt: skip
-        log.debug("%s %s", method, redact_url(url))
+        if log.isEnabledFor(logging.DEBUG):  # redacting costs a URL parse per request: only when it is written
+            log.debug("%s %s", method, redact_url(url))
         seconds = timeout or self.config.timeout
         left = max(0.001, deadline - time.monotonic())
         token = DEADLINE.set(deadline)
