@@ -106,7 +106,6 @@ def test_a_hanging_server_times_out(fault_server: FaultServer) -> None:
 
 
 def test_connection_refused() -> None:
-
     port = free_port()
     _, ds = source(f"http://127.0.0.1:{port}", retries=0)
     with pytest.raises(ConnectionFailedError):

@@ -32,7 +32,7 @@ def _slice() -> tuple[int, int, int]:
     """This process's slice [begin, stop) of the range below the ephemeral ports (one per xdist
     worker), and where in it to start (apart for each process, so a second run does not retry the first's)."""
     low, high = _FLOOR, _ephemeral_low()
-    if high - low < 1000:  # an unusual ip_local_port_range: fall back to all of the range
+    if high - low < 1000:  # an ephemeral range that starts low: every port from 1024 below it (at least 1024)
         low, high = 1024, max(high, 2048)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
