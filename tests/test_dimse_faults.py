@@ -107,8 +107,8 @@ class InstantRejecter:
                 left = int.from_bytes(header[2:6], "big")
                 while left:
                     left -= len(conn.recv(min(left, 65536)))
+                self.answered += 1  # counted before it is sent: the client may see it before this thread runs on
                 conn.sendall(self.pdu)
-                self.answered += 1
 
 
 def test_a_reject_that_closes_at_once_is_still_a_reject_with_its_reason(tmp_path: Path) -> None:
