@@ -11,7 +11,7 @@ import attrs
 
 from .errors import StoreError
 
-__all__ = ["InstanceOutcome", "SeriesLoadTask", "StoreResult"]
+__all__ = ["InstanceOutcome", "SeriesLoadTask", "SeriesMetadataJson", "StoreResult"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,21 @@ class StoreResult:
 
     def __len__(self) -> int:
         return len(self.outcomes)
+
+
+@attrs.frozen
+class SeriesMetadataJson:
+    """A study's WADO-RS metadata as the backend sent it, and the way from it into the store.
+
+    ``retrieve.series.metadata_json`` hands one back. ``datasets`` is every instance's DICOM
+    JSON, unchanged but for the study and series UIDs the backend left out, in the store's order
+    (series, then instances); ``fill()`` naturalizes them into the host's metadata store as
+    ``retrieve.series.metadata`` does and returns what that returns. The gateway answers from
+    ``datasets`` and fills the store once the answer has left.
+    """
+
+    datasets: list[dict[str, Any]]
+    fill: Callable[[], Any]
 
 
 class SeriesLoadTask(Generic[T]):

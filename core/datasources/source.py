@@ -34,6 +34,7 @@ METHODS: Mapping[str, str] = {
     "search_series": "query.series.search",
     "search_instances": "query.instances.search",
     "series_metadata": "retrieve.series.metadata",
+    "series_metadata_json": "retrieve.series.metadata_json",
     "frames": "retrieve.frames",
     "frames_async": "retrieve.frames_async",
     "direct_url": "retrieve.direct_url",
@@ -54,6 +55,7 @@ _OPTIONAL = frozenset(
         "query.series.search",
         "query.instances.search",
         "retrieve.series.metadata",
+        "retrieve.series.metadata_json",
         "retrieve.frames",
         "retrieve.frames_async",
         "retrieve.direct_url",
@@ -154,8 +156,8 @@ def build_members(obj: Any) -> dict[str, Any]:
         if func is None:
             if member not in _OPTIONAL:
                 continue  # create() reports it as missing
-            if member in ("retrieve.frames", "retrieve.frames_async"):
-                continue  # optional beyond OHIF's interface: the gateway cuts PixelData, or uses a thread
+            if member in ("retrieve.frames", "retrieve.frames_async", "retrieve.series.metadata_json"):
+                continue  # optional beyond OHIF's interface: the gateway cuts PixelData, uses a thread, or the store
             func = _unsupported(member, reason if member in ("store.dicom", "reject.series") else None)
         flat[member] = func
     tree: dict[str, Any] = {}

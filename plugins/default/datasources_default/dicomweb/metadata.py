@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasources.errors import ConfigurationError, DataSourcesError, InvalidQueryError, NotFoundError, safe_message
 from datasources.naturalize import naturalize_many, paused_gc
@@ -19,6 +19,9 @@ from datasources.naturalize import naturalize_many, paused_gc
 from .bulkdata import fix_bulk_data_uri, image_id
 from .client import DicomWebClient
 from .config import DicomWebConfig
+
+if TYPE_CHECKING:
+    from datasources.results import SeriesMetadataJson
 
 __all__ = ["LAZY_SERIES_INCLUDE", "SERIES_SUMMARY_FIELDS", "MetadataRetrieve"]
 
@@ -67,36 +70,98 @@ class MetadataRetrieve:
             raise NotFoundError(f"study {study_uid!r} has no series on {self.name}")
         return sorted(rows, key=_series_order)
 
+    def fetch_series_json(self, study_uid: str, series_uid: str) -> list[Any]:
+        """One series' WADO-RS metadata as the backend sent it (a JSON array, else MalformedResponseError)."""
+        url = f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/metadata"
+        raw = self.client.get_json(url, ok=(200,))
+        if not isinstance(raw, list):
+            from datasources.errors import MalformedResponseError
+
+            raise MalformedResponseError(f"{self.name}: {series_uid} metadata is not a JSON array")
+        return raw
+
     def fetch_series(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """One series' instances: fetched, naturalized, BulkDataURIs resolved, image ids set."""
-        url = f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/metadata"
+        with paused_gc():
+            return self._naturalized(self.fetch_series_json(study_uid, series_uid), study_uid, series_uid)
+
+    def _naturalized(self, raw: list[Any], study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         config = self.config
         refs: list[list[dict[str, Any]]] | None = [] if config.bulk.enabled else None
-        with paused_gc():
-            raw = self.client.get_json(url, ok=(200,))
-            if not isinstance(raw, list):
+        instances = naturalize_many(raw, bulk_refs=refs)
+        wado_root = config.wado_root
+        wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
+        for index, instance in enumerate(instances):
+            if "SOPInstanceUID" not in instance:
                 from datasources.errors import MalformedResponseError
 
-                raise MalformedResponseError(f"{self.name}: {series_uid} metadata is not a JSON array")
-            instances = naturalize_many(raw, bulk_refs=refs)
-            del raw  # the naturalized instances are all that is kept
-            wado_root = config.wado_root
-            wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
-            for index, instance in enumerate(instances):
-                if "SOPInstanceUID" not in instance:
-                    from datasources.errors import MalformedResponseError
-
-                    raise MalformedResponseError(f"{self.name}: an instance of {series_uid} has no SOPInstanceUID")
-                study = instance.setdefault("StudyInstanceUID", study_uid)
-                series = instance.setdefault("SeriesInstanceUID", series_uid)
-                if refs is not None:  # only the references naturalize made, not a walk over every element
-                    for ref in refs[index]:
-                        ref["BulkDataURI"] = fix_bulk_data_uri(ref["BulkDataURI"], study, series, config)
-                instance["imageId"] = image_id(instance, config)
-                instance["wadoRoot"] = wado_root
-                instance["wadoUri"] = wado_uri
+                raise MalformedResponseError(f"{self.name}: an instance of {series_uid} has no SOPInstanceUID")
+            study = instance.setdefault("StudyInstanceUID", study_uid)
+            series = instance.setdefault("SeriesInstanceUID", series_uid)
+            if refs is not None:  # only the references naturalize made, not a walk over every element
+                for ref in refs[index]:
+                    ref["BulkDataURI"] = fix_bulk_data_uri(ref["BulkDataURI"], study, series, config)
+            instance["imageId"] = image_id(instance, config)
+            instance["wadoRoot"] = wado_root
+            instance["wadoUri"] = wado_uri
         instances.sort(key=_instance_order)
         return instances
+
+    def _series_json(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        """:meth:`fetch_series_json` with the UIDs the store would add, in the store's instance order."""
+        with paused_gc():
+            raw = self.fetch_series_json(study_uid, series_uid)
+        for dataset in raw:
+            if not isinstance(dataset, dict):
+                from datasources.errors import MalformedResponseError
+
+                raise MalformedResponseError(f"{self.name}: an instance of {series_uid} is not a JSON object")
+            if "0020000D" not in dataset:
+                dataset["0020000D"] = {"vr": "UI", "Value": [study_uid]}
+            if "0020000E" not in dataset:
+                dataset["0020000E"] = {"vr": "UI", "Value": [series_uid]}
+        raw.sort(key=_json_instance_order)
+        return raw
+
+    def series_metadata_json(
+        self, study_uid: str, *, series_instance_uids: Sequence[str] | None = None, made_in_client: bool = False
+    ) -> SeriesMetadataJson | None:
+        """The study's (or these series') metadata as the backend sent it, and its fill into the store.
+
+        None with ``enableStudyLazyLoad`` (each series is its own task there). Nothing reaches
+        the store until ``fill()``; a failed fetch raises here, as ``series_metadata`` would.
+        """
+        if not study_uid or not isinstance(study_uid, str):
+            raise InvalidQueryError("retrieve.series.metadata_json needs a StudyInstanceUID")
+        if self.config.lazy:
+            return None
+        wanted = set(series_instance_uids or ())
+        rows = self._series_list(study_uid, wanted)
+        futures = [self.executor.submit(self._series_json, study_uid, r["SeriesInstanceUID"]) for r in rows]
+        try:
+            raws = [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        key = study_uid if not wanted else f"{study_uid}|{','.join(sorted(wanted))}"
+
+        def fill() -> dict[str, dict[str, Any]]:
+            with paused_gc():
+                fetched = [
+                    (row, self._naturalized(raw, study_uid, row["SeriesInstanceUID"]))
+                    for row, raw in zip(rows, raws, strict=True)
+                ]
+            result = self._add_fetched(study_uid, fetched, made_in_client)
+            done: Future[dict[str, dict[str, Any]]] = Future()
+            done.set_result(result)
+            with self._cache_lock:
+                self._cache.setdefault(key, done)  # a later series_metadata finds it loaded
+            return result
+
+        from datasources.results import SeriesMetadataJson
+
+        return SeriesMetadataJson([dataset for raw in raws for dataset in raw], fill)
 
     def _summary(self, row: Mapping[str, Any], first: Mapping[str, Any] | None) -> dict[str, Any]:
         summary = {k: row[k] for k in SERIES_SUMMARY_FIELDS if row.get(k) is not None}
@@ -214,6 +279,12 @@ class MetadataRetrieve:
             for future in futures:
                 future.cancel()
             raise  # nothing was added to the store
+        return self._add_fetched(study_uid, fetched, made_in_client)
+
+    def _add_fetched(
+        self, study_uid: str, fetched: list[tuple[Mapping[str, Any], list[dict[str, Any]]]], made_in_client: bool
+    ) -> dict[str, dict[str, Any]]:
+        """Whole series into the store: the study, its series summaries, then their instances."""
         summaries = [self._summary(row, instances[0] if instances else None) for row, instances in fetched]
         first = next((inst[0] for _, inst in fetched if inst), summaries[0])
         self._add_study_shell(study_uid, first)
@@ -248,3 +319,15 @@ def _instance_order(instance: Mapping[str, Any]) -> tuple[float, str]:
     except (TypeError, ValueError):
         number = 0.0
     return (number, str(instance.get("SOPInstanceUID")))
+
+
+def _json_instance_order(dataset: Mapping[str, Any]) -> tuple[float, str]:
+    """:func:`_instance_order` for DICOM JSON (InstanceNumber 00200013, SOPInstanceUID 00080018)."""
+    number, sop = _first(dataset, "00200013"), _first(dataset, "00080018")
+    return _instance_order({"InstanceNumber": number, "SOPInstanceUID": sop})
+
+
+def _first(dataset: Mapping[str, Any], tag: str) -> Any:
+    element = dataset.get(tag)
+    value = element.get("Value") if isinstance(element, dict) else None
+    return value[0] if isinstance(value, list) and value else None
