@@ -10,11 +10,13 @@ from typing import Any
 
 import orjson
 
-from ..naturalize import denaturalize, paused_gc
+from ..errors import MalformedResponseError
+from ..naturalize import MAX_DEPTH, denaturalize, paused_gc
 from ..shapes import dicom_json_planned
 
 __all__ = [
     "KeepsBulkData",
+    "backend_metadata_json",
     "bulk_rewrite",
     "drop_bulk",
     "drop_nested_bulk",
@@ -96,3 +98,55 @@ def metadata_json(instances: Sequence[Mapping[str, Any]], root: str, study: str)
                 body = orjson.dumps(dataset)
             parts.append(body)
     return b"[" + b",".join(parts) + b"]"
+
+
+def _uid(dataset: Mapping[str, Any], tag: str) -> str | None:
+    element = dataset.get(tag)
+    value = element.get("Value") if isinstance(element, dict) else None
+    return value[0] if isinstance(value, list) and value and isinstance(value[0], str) else None
+
+
+def _point_at_gateway(
+    dataset: dict[str, Any], base: str, path: tuple[str, ...], changed: list[tuple[dict[str, Any], Any]], depth: int
+) -> None:
+    """:func:`bulk_rewrite` on a backend's DICOM JSON, checking its shape; each old URI kept in ``changed``."""
+    for tag, element in dataset.items():
+        if type(element) is not dict:
+            raise MalformedResponseError(f"element {'/'.join((*path, tag))} is not a JSON object")
+        if "BulkDataURI" in element:
+            changed.append((element, element["BulkDataURI"]))
+            element["BulkDataURI"] = f"{base}/bulkdata/{'/'.join((*path, tag))}"
+        elif element.get("vr") == "SQ":
+            items = element.get("Value") or ()
+            if type(items) is not list or depth >= MAX_DEPTH:
+                raise MalformedResponseError(f"sequence {'/'.join((*path, tag))} is not a list of items")
+            for index, item in enumerate(items):
+                if type(item) is not dict:
+                    raise MalformedResponseError(f"an item of sequence {'/'.join((*path, tag))} is not a JSON object")
+                _point_at_gateway(item, base, (*path, tag, str(index)), changed, depth + 1)
+
+
+def backend_metadata_json(datasets: Sequence[dict[str, Any]], root: str, study: str) -> bytes:
+    """The WADO-RS metadata answer made from the backend's own DICOM JSON, as JSON bytes.
+
+    Only the BulkDataURIs change (pointed at the gateway, as :func:`metadata_json` points them);
+    ``datasets`` is left as it came, so the store is filled from it afterwards. Skipping the
+    store's round trip (naturalize, then write it back) is what keeps a cold answer close to
+    the backend's own time; values are written as the backend wrote them.
+    """
+    changed: list[tuple[dict[str, Any], Any]] = []
+    try:
+        for dataset in datasets:
+            sop = _uid(dataset, "00080018")
+            if sop is None:
+                raise MalformedResponseError(f"an instance of study {study} has no SOPInstanceUID")
+            series = _uid(dataset, "0020000E")
+            base = f"{root}/studies/{_uid(dataset, '0020000D') or study}/series/{series}/instances/{sop}"
+            _point_at_gateway(dataset, base, (), changed, 0)
+        try:
+            return orjson.dumps(datasets)
+        except orjson.JSONEncodeError as exc:
+            raise MalformedResponseError(f"study {study}: the backend's metadata cannot be written: {exc}") from None
+    finally:
+        for element, uri in changed:
+            element["BulkDataURI"] = uri

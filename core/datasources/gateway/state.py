@@ -1,7 +1,9 @@
 """The gateway's state: which sources are served, how a request finds its source and URLs, and the metadata cache.
 
 Metadata flows as everywhere else: ``retrieve.series.metadata`` fills the host's metadata
-store, and WADO-RS metadata is read back from the store and denaturalized. The gateway
+store, and WADO-RS metadata is read back from the store and denaturalized (a cold load from a
+source with ``retrieve.series.metadata_json`` is answered from the backend's JSON and the store
+filled after it: :mod:`.backend_answer`). The gateway
 remembers which source filled which study and when, so a study is fetched again after
 ``metadata_ttl`` seconds, after a STOW into it, or when another source asks for the same
 UID (the store is keyed by UID, one per host). Route handlers reach the :class:`Gateway`
@@ -10,19 +12,18 @@ through ``request.app.state.gateway`` (see :func:`source_context`), never throug
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, DataSourcesError, NotFoundError, UnknownDataSourceError
 from ..gcpause import release_later
+from .backend_answer import AnswerFromBackend, _caller, _Loaded
 from .observe import note
 
 if TYPE_CHECKING:
@@ -37,24 +38,6 @@ __all__ = ["Gateway", "gateway_of", "source_context", "source_of"]
 log = logging.getLogger("datasources.gateway")
 
 _MAX_BODIES = 8  # metadata answers kept per loaded study (its series, and the URLs clients reach us by)
-
-
-def _caller() -> str | None:
-    """Whose credentials a source call runs with: a digest of the forwarded Authorization, or None."""
-    from ..forwarding import current_authorization
-
-    value = current_authorization()
-    return hashlib.sha256(value.encode("utf-8")).hexdigest() if value else None
-
-
-@dataclass
-class _Loaded:
-    source: str
-    at: float
-    series: frozenset[str] | None  # None: the whole study
-    caller: str | None = None  # whose forwarded credentials loaded it: another caller loads it again
-    # WADO-RS metadata bodies already made from this load: (series or None, gateway root) -> JSON
-    bodies: dict[tuple[str | None, str], bytes] = field(default_factory=dict)
 
 
 class _KeyLock:
@@ -74,7 +57,7 @@ class _KeyLock:
         self.lock.release()
 
 
-class Gateway:
+class Gateway(AnswerFromBackend):
     """Which sources are served, and the study metadata they filled into the host's store."""
 
     def __init__(
@@ -128,6 +111,7 @@ class Gateway:
             raise ConfigurationError(f"gateway: public_url must be an http(s) URL, not {public_url!r}")
         self.public_url = public_url.rstrip("/") if public_url else None
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self._refused: OrderedDict[str, None] = OrderedDict()  # backend JSON the store refused: no passthrough
         self._locks: weakref.WeakValueDictionary[str, _KeyLock] = weakref.WeakValueDictionary()
         self._state = threading.Lock()
 
@@ -169,8 +153,19 @@ class Gateway:
                 self._locks[study] = lock
             return lock
 
+    def _settled(self, study: str) -> _Loaded | None:
+        """The study's load, once the store fill after an answer made from the backend's JSON is done."""
+        while True:
+            with self._state:
+                entry = self._loaded.get(study)
+            if entry is None or entry.filling is None or entry.filling.is_set():
+                return entry
+            entry.filling.wait()
+
     def _drop(self, study: str, entry: _Loaded | None, fallback: DataSource | None = None) -> None:
         """Forget a study: the source's own cache of it and the store's copy."""
+        if entry is not None and entry.filling is not None:
+            entry.filling.wait()  # not while its fill may still add to the store
         owner = fallback
         if entry is not None:
             try:
@@ -192,14 +187,21 @@ class Gateway:
             if self._loaded.get(study) is entry:
                 self._loaded.pop(study, None)
 
+    def _fresh(self, entry: _Loaded | None, name: str, now: float) -> bool:
+        """Whether ``entry`` is this source's load, within the TTL, made with this caller's credentials."""
+        return (
+            entry is not None
+            and entry.source == name
+            and now - entry.at <= self.metadata_ttl
+            and entry.caller == _caller()
+        )
+
     def _ensure(self, name: str, data_source: DataSource, study: str, series: str | None) -> None:
         store = self.host.metadata_store
         now = time.monotonic()
-        with self._state:
-            entry = self._loaded.get(study)
+        entry = self._settled(study)
         caller = _caller()
-        fresh = entry is not None and entry.source == name and now - entry.at <= self.metadata_ttl
-        fresh = fresh and entry is not None and entry.caller == caller
+        fresh = self._fresh(entry, name, now)
         if fresh and entry is not None and (entry.series is None or (series is not None and series in entry.series)):
             with self._state:
                 if study in self._loaded:
@@ -217,6 +219,12 @@ class Gateway:
             loaded = _Loaded(name, entry.at, entry.series | {series}, caller=caller)
         else:
             loaded = _Loaded(name, now, frozenset({series}), caller=caller)
+        with self._state:
+            self._refused.pop(study, None)
+        self._register(study, loaded)
+
+    def _register(self, study: str, loaded: _Loaded) -> None:
+        """Record a load; the least recently used studies beyond ``max_cached_studies`` are forgotten."""
         with self._state:
             self._loaded[study] = loaded
             self._loaded.move_to_end(study)
@@ -239,19 +247,43 @@ class Gateway:
         root: str,
         render: Callable[[list[dict[str, Any]]], bytes],
     ) -> bytes:
+        """:meth:`metadata_answer`, the store filled before it returns."""
+        body, sent = self.metadata_answer(name, data_source, study, series, root, render)
+        if sent is not None:
+            sent()
+        return body
+
+    def metadata_answer(
+        self,
+        name: str,
+        data_source: DataSource,
+        study: str,
+        series: str | None,
+        root: str,
+        render: Callable[[list[dict[str, Any]]], bytes],
+    ) -> tuple[bytes, Callable[[], None] | None]:
         """The WADO-RS metadata of a study (or one series) as JSON bytes, made once per load.
 
         Denaturalizing a 1000-instance study costs about 150 ms; while the study's metadata
         is fresh, the same answer is served again from memory, or from the shared cache when
-        another worker made it.
+        another worker made it. A load from a source with ``retrieve.series.metadata_json`` is
+        answered from the backend's own JSON and the store filled after: the second value is
+        then the callable to call once the answer has left (the fill waits for it, at most
+        ``SEND_WAIT`` seconds); every other request for the study waits for the fill.
         """
         shared = self.shared_cache
         if shared is not None:
             cached = shared.get_metadata(name, study, series, root)
             if cached is not None:
                 note(cache="redis")
-                return cached
+                return cached, None
         with self._lock_for(study):
+            answered = self._backend_answer(name, data_source, study, series, root)
+            if answered is not None:
+                note(cache="miss")
+                if shared is not None:
+                    shared.put_metadata(name, study, series, root, answered[0])
+                return answered
             if series is None:
                 instances = self.study_instances(name, data_source, study)
             else:
@@ -261,7 +293,7 @@ class Gateway:
             key = (series, root)
             if entry is not None and key in entry.bodies:
                 note(cache="memory")
-                return entry.bodies[key]
+                return entry.bodies[key], None
             body = render(instances)
             note(cache="miss")
             if shared is not None:
@@ -270,7 +302,7 @@ class Gateway:
                 if len(entry.bodies) >= _MAX_BODIES:  # each Host header makes its own URLs: keep a few
                     entry.bodies.pop(next(iter(entry.bodies)))
                 entry.bodies[key] = body
-            return body
+            return body, None
 
     def study_instances(self, name: str, data_source: DataSource, study: str) -> list[dict[str, Any]]:
         """Every instance of a study, as the store holds it (loaded first if need be)."""
@@ -311,8 +343,7 @@ class Gateway:
             if self.shared_cache is not None:
                 self.shared_cache.forget_study(name, study)
             with self._lock_for(study):
-                with self._state:
-                    entry = self._loaded.get(study)
+                entry = self._settled(study)
                 if entry is not None:
                     self._drop(study, entry)
                 else:
