@@ -199,3 +199,19 @@ def test_a_lazy_source_answers_from_the_store(fault_server: FaultServer) -> None
     assert host.get_data_source("pacs").retrieve.series.metadata_json(STUDY) is None
     answer = TestClient(create_app(host)).get(f"/pacs/dicom-web/studies/{STUDY}/metadata").json()
     assert answer[0]["00100010"] == instance["00100010"] and answer[0]["0020000D"]["Value"] == [STUDY]
+
+
+@pytest.mark.orthanc
+def test_metadata_json_stores_nothing_until_fill_which_stores_what_metadata_does(orthanc_dataset: Any) -> None:
+    study = max(orthanc_dataset.study_uids, key=lambda uid: len(orthanc_dataset.datasets_of(uid)))
+    json_host, plain_host = dicomweb_host(orthanc_dataset.dicomweb_url), dicomweb_host(orthanc_dataset.dicomweb_url)
+    fetched = json_host.get_data_source("pacs").retrieve.series.metadata_json(study)
+    assert fetched is not None and json_host.metadata_store.get_study(study) is None
+    assert sorted(d["00080018"]["Value"][0] for d in fetched.datasets) == sorted(
+        ds.SOPInstanceUID for ds in orthanc_dataset.datasets_of(study)
+    )
+    summaries = fetched.fill()
+    assert summaries == plain_host.get_data_source("pacs").retrieve.series.metadata(study)
+    assert json_host.metadata_store.get_study(study) == plain_host.metadata_store.get_study(study)
+    # asking the source again afterwards gives the same answer (the fill counts as its retrieve)
+    assert json_host.get_data_source("pacs").retrieve.series.metadata(study) == summaries
