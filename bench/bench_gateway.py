@@ -7,7 +7,8 @@ among others. Two gateways
 run as real ``datasources serve`` processes with a dicomweb source on that Orthanc:
 
 - ``cold`` (``--metadata-ttl 0``): every metadata request goes to Orthanc (QIDO for the series,
-  WADO-RS metadata per series, naturalize, the store, denaturalize, JSON);
+  WADO-RS metadata per series), answered from Orthanc's JSON with its BulkDataURIs rewritten,
+  the store filled after the answer has left;
 - ``warm`` (the default TTL): metadata served from the store once fetched.
 
 The client is the same for every call (a ``requests`` session, gzip on, ``orjson.loads``), and

@@ -238,21 +238,6 @@ class Gateway(AnswerFromBackend):
                 finally:
                     lock.lock.release()
 
-    def metadata_body(
-        self,
-        name: str,
-        data_source: DataSource,
-        study: str,
-        series: str | None,
-        root: str,
-        render: Callable[[list[dict[str, Any]]], bytes],
-    ) -> bytes:
-        """:meth:`metadata_answer`, the store filled before it returns."""
-        body, sent = self.metadata_answer(name, data_source, study, series, root, render)
-        if sent is not None:
-            sent()
-        return body
-
     def metadata_answer(
         self,
         name: str,
