@@ -334,3 +334,50 @@ def test_datasources_sources_shows_the_pacs_healthy_or_not(scripted: ScriptedPac
         ["datasources", "sources", "-c", str(config)], capture_output=True, text=True, timeout=120, env=wide
     )
     assert table.returncode == 0 and "healthy (" in table.stdout and "unhealthy: " in table.stdout
+
+
+def test_moves_starting_while_the_last_ones_scp_closes_find_it_listening(tmp_path: Path) -> None:
+    """Moves ending and beginning at once (a study's series in parallel): a move that begins while
+    the last one's storage SCP is closing waits for it, instead of failing to bind the port."""
+    import socket
+    from types import SimpleNamespace
+
+    from datasources_default.dimse.config import DimseConfig
+    from datasources_default.dimse.retrieve import Delivery, StorageSCP
+
+    port = free_port()
+    config = DimseConfig.from_mapping({"host": "127.0.0.1", "port": free_port(), "calledAETitle": "PACS",
+                                       "retrieve": "cmove", "moveDestination": "ME", "storagePort": port,
+                                       "cache": str(tmp_path)})  # fmt: skip
+    scp = StorageSCP(SimpleNamespace(config=config), "127.0.0.1")  # type: ignore[arg-type]
+    closing, later = threading.Event(), []
+
+    def first_move() -> None:
+        with scp.receiving(Delivery(None, {"1.2.3.1"})):  # type: ignore[arg-type]
+            server = scp._server
+            shutdown = server.shutdown
+
+            def slow_shutdown() -> None:  # the real shutdown, begun a moment late: the window made wide
+                closing.set()
+                time.sleep(0.5)
+                shutdown()
+
+            server.shutdown = slow_shutdown
+
+    def second_move() -> None:
+        closing.wait(10)
+        try:
+            with scp.receiving(Delivery(None, {"1.2.3.2"})):  # type: ignore[arg-type]
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()  # its own SCP listens
+                later.append("received")
+        except Exception as exc:  # collected, asserted below
+            later.append(exc)
+
+    threads = [threading.Thread(target=first_move), threading.Thread(target=second_move)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert later == ["received"]
+    with pytest.raises(OSError):  # and once the last move is done, nobody listens
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -63,6 +63,9 @@ class StorageSCP:
         self.client = client
         self.bind = bind
         self._lock = threading.Lock()
+        # held while the server starts or stops: a move that begins while the last one's server is
+        # closing waits for it to close, instead of binding the port it still listens on
+        self._lifecycle = threading.Lock()
         self._users = 0
         self._server: Any = None
         self._routes: dict[str, Delivery] = {}
@@ -77,7 +80,7 @@ class StorageSCP:
     def receiving(self, delivery: Delivery) -> Any:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-        with self._lock:
+        with self._lifecycle, self._lock:
             for sop in delivery.expected:
                 self._routes[sop] = delivery
             if self._server is None:
@@ -105,15 +108,16 @@ class StorageSCP:
         try:
             yield
         finally:
-            with self._lock:
-                for sop in delivery.expected:
-                    self._routes.pop(sop, None)
-                self._users -= 1
-                server = self._server if self._users == 0 else None
+            with self._lifecycle:
+                with self._lock:
+                    for sop in delivery.expected:
+                        self._routes.pop(sop, None)
+                    self._users -= 1
+                    server = self._server if self._users == 0 else None
+                    if server is not None:
+                        self._server = None
                 if server is not None:
-                    self._server = None
-            if server is not None:
-                server.shutdown()
+                    server.shutdown()  # not under _lock: the store handlers still running take it
 
 
 def _final_failures(final: Any, operation: str) -> tuple[list[FailedSubOperation], int | None]:
