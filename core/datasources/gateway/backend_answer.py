@@ -63,7 +63,7 @@ class AnswerFromBackend:
     _refused: OrderedDict[str, None]
     _state: threading.Lock
     _settled: Callable[[str], _Loaded | None]
-    _fresh: Callable[[_Loaded | None, str, float], bool]
+    _fresh: Callable[[_Loaded | None, str, float, str | None], bool]
     _drop: Callable[..., None]
     _register: Callable[[str, _Loaded], None]
 
@@ -78,11 +78,11 @@ class AnswerFromBackend:
         """
         if "metadata_json" not in data_source.retrieve.series:
             return None
-        now = time.monotonic()
+        now, caller = time.monotonic(), _caller()
         entry = self._settled(study)
         with self._state:
             refused = study in self._refused
-        if refused or self._fresh(entry, name, now):
+        if refused or self._fresh(entry, name, now, caller):
             return None
         if entry is not None:
             self._drop(study, entry)
@@ -92,7 +92,7 @@ class AnswerFromBackend:
         if fetched is None:
             return None
         body = backend_metadata_json(fetched.datasets, root, study)
-        loaded = _Loaded(name, now, None if series is None else frozenset({series}), caller=_caller())
+        loaded = _Loaded(name, now, None if series is None else frozenset({series}), caller=caller)
         loaded.bodies[(series, root)] = body
         loaded.filling = threading.Event()
         sent = threading.Event()

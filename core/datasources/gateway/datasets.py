@@ -26,6 +26,11 @@ __all__ = [
 ]
 
 
+def _bulk_url(base: str, path: tuple[str, ...], tag: str) -> str:
+    """The gateway's bulk data route for an element: ``{instance}/bulkdata/{tag[/item/tag...]}``."""
+    return f"{base}/bulkdata/{'/'.join((*path, tag))}"
+
+
 def bulk_rewrite(dataset: dict[str, Any], base: str, path: tuple[str, ...] = ()) -> None:
     """Point every BulkDataURI of a DICOM JSON dataset at the gateway's bulk data route."""
     for tag, element in dataset.items():
@@ -35,7 +40,7 @@ def bulk_rewrite(dataset: dict[str, Any], base: str, path: tuple[str, ...] = ())
 def rewrite_element(tag: str, element: dict[str, Any], base: str, path: tuple[str, ...] = ()) -> None:
     """:func:`bulk_rewrite` for one element (and the sequences under it)."""
     if "BulkDataURI" in element:
-        element["BulkDataURI"] = f"{base}/bulkdata/{'/'.join((*path, tag))}"
+        element["BulkDataURI"] = _bulk_url(base, path, tag)
     elif element.get("vr") == "SQ":
         for index, item in enumerate(element.get("Value") or ()):
             if isinstance(item, dict):
@@ -115,7 +120,7 @@ def _point_at_gateway(
             raise MalformedResponseError(f"element {'/'.join((*path, tag))} is not a JSON object")
         if "BulkDataURI" in element:
             changed.append((element, element["BulkDataURI"]))
-            element["BulkDataURI"] = f"{base}/bulkdata/{'/'.join((*path, tag))}"
+            element["BulkDataURI"] = _bulk_url(base, path, tag)
         elif element.get("vr") == "SQ":
             items = element.get("Value") or ()
             if type(items) is not list or depth >= MAX_DEPTH:

@@ -187,13 +187,13 @@ class Gateway(AnswerFromBackend):
             if self._loaded.get(study) is entry:
                 self._loaded.pop(study, None)
 
-    def _fresh(self, entry: _Loaded | None, name: str, now: float) -> bool:
-        """Whether ``entry`` is this source's load, within the TTL, made with this caller's credentials."""
+    def _fresh(self, entry: _Loaded | None, name: str, now: float, caller: str | None) -> bool:
+        """Whether ``entry`` is this source's load, within the TTL, made with ``caller``'s credentials."""
         return (
             entry is not None
             and entry.source == name
             and now - entry.at <= self.metadata_ttl
-            and entry.caller == _caller()
+            and entry.caller == caller
         )
 
     def _ensure(self, name: str, data_source: DataSource, study: str, series: str | None) -> None:
@@ -201,7 +201,7 @@ class Gateway(AnswerFromBackend):
         now = time.monotonic()
         entry = self._settled(study)
         caller = _caller()
-        fresh = self._fresh(entry, name, now)
+        fresh = self._fresh(entry, name, now, caller)
         if fresh and entry is not None and (entry.series is None or (series is not None and series in entry.series)):
             with self._state:
                 if study in self._loaded:

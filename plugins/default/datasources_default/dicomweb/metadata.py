@@ -11,9 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from datasources.errors import ConfigurationError, DataSourcesError, InvalidQueryError, NotFoundError, safe_message
+from datasources.errors import (
+    ConfigurationError,
+    DataSourcesError,
+    InvalidQueryError,
+    MalformedResponseError,
+    NotFoundError,
+    safe_message,
+)
 from datasources.naturalize import naturalize_many, paused_gc
 
 from .bulkdata import fix_bulk_data_uri, image_id
@@ -24,6 +31,8 @@ if TYPE_CHECKING:
     from datasources.results import SeriesMetadataJson
 
 __all__ = ["LAZY_SERIES_INCLUDE", "SERIES_SUMMARY_FIELDS", "MetadataRetrieve"]
+
+T = TypeVar("T")
 
 SERIES_SUMMARY_FIELDS = (
     "StudyInstanceUID",
@@ -75,8 +84,6 @@ class MetadataRetrieve:
         url = f"{self.config.wado_root}/studies/{study_uid}/series/{series_uid}/metadata"
         raw = self.client.get_json(url, ok=(200,))
         if not isinstance(raw, list):
-            from datasources.errors import MalformedResponseError
-
             raise MalformedResponseError(f"{self.name}: {series_uid} metadata is not a JSON array")
         return raw
 
@@ -93,8 +100,6 @@ class MetadataRetrieve:
         wado_uri = config.raw.get("wadoUri") or config.wado_uri_root  # OHIF copies wadoUri onto instances
         for index, instance in enumerate(instances):
             if "SOPInstanceUID" not in instance:
-                from datasources.errors import MalformedResponseError
-
                 raise MalformedResponseError(f"{self.name}: an instance of {series_uid} has no SOPInstanceUID")
             study = instance.setdefault("StudyInstanceUID", study_uid)
             series = instance.setdefault("SeriesInstanceUID", series_uid)
@@ -113,8 +118,6 @@ class MetadataRetrieve:
             raw = self.fetch_series_json(study_uid, series_uid)
         for dataset in raw:
             if not isinstance(dataset, dict):
-                from datasources.errors import MalformedResponseError
-
                 raise MalformedResponseError(f"{self.name}: an instance of {series_uid} is not a JSON object")
             if "0020000D" not in dataset:
                 dataset["0020000D"] = {"vr": "UI", "Value": [study_uid]}
@@ -137,14 +140,8 @@ class MetadataRetrieve:
             return None
         wanted = set(series_instance_uids or ())
         rows = self._series_list(study_uid, wanted)
-        futures = [self.executor.submit(self._series_json, study_uid, r["SeriesInstanceUID"]) for r in rows]
-        try:
-            raws = [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        key = study_uid if not wanted else f"{study_uid}|{','.join(sorted(wanted))}"
+        raws = _all_or_none([self.executor.submit(self._series_json, study_uid, r["SeriesInstanceUID"]) for r in rows])
+        key = _cache_key(study_uid, wanted)
 
         def fill() -> dict[str, dict[str, Any]]:
             with paused_gc():
@@ -251,7 +248,7 @@ class MetadataRetrieve:
             summaries = {s["SeriesInstanceUID"]: s for s in (f.result() for f in results)}
             self.store.set_study_loaded(study_uid)
             return summaries
-        key = study_uid if not wanted else f"{study_uid}|{','.join(sorted(wanted))}"
+        key = _cache_key(study_uid, wanted)
         with self._cache_lock:
             future = self._cache.get(key)
             owner = future is None
@@ -271,14 +268,7 @@ class MetadataRetrieve:
     def _retrieve_whole(self, study_uid: str, wanted: set[str], made_in_client: bool) -> dict[str, dict[str, Any]]:
         rows = self._series_list(study_uid, wanted)
         futures = [self.executor.submit(self.fetch_series, study_uid, r["SeriesInstanceUID"]) for r in rows]
-        fetched = []
-        try:
-            for row, future in zip(rows, futures, strict=True):
-                fetched.append((row, future.result()))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise  # nothing was added to the store
+        fetched = list(zip(rows, _all_or_none(futures), strict=True))  # on a failure, nothing is added
         return self._add_fetched(study_uid, fetched, made_in_client)
 
     def _add_fetched(
@@ -319,6 +309,21 @@ def _instance_order(instance: Mapping[str, Any]) -> tuple[float, str]:
     except (TypeError, ValueError):
         number = 0.0
     return (number, str(instance.get("SOPInstanceUID")))
+
+
+def _cache_key(study_uid: str, wanted: set[str]) -> str:
+    """The single-flight cache's key of a retrieve: the study, and the series asked for if any."""
+    return study_uid if not wanted else f"{study_uid}|{','.join(sorted(wanted))}"
+
+
+def _all_or_none(futures: list[Future[T]]) -> list[T]:
+    """Every future's result in order; on the first failure the rest are cancelled and it is raised."""
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
 
 
 def _json_instance_order(dataset: Mapping[str, Any]) -> tuple[float, str]:
